@@ -1,0 +1,35 @@
+"""camlens: why did the CNN say that? Class activation maps, hooks and layer statistics.
+
+The public surface is flat: ``camlens.explain``, ``camlens.find_target_layer``,
+``camlens.describe``, ``camlens.Hook``/``Hooks``/``capture``, ``camlens.overlay``, ...
+"""
+
+from .errors import (
+    CamlensError,
+    HeadError,
+    InPlaceModifiedError,
+    InputError,
+    LayerNotExecutedError,
+    LayerNotFoundError,
+    MultipleCallsError,
+    NoGradientError,
+)
+from .explain import Explanation, explain, resolve_classes
+from .heads import HeadVerdict
+from .hooks import Captured, Hook, Hooks, capture, get_module
+from .layers import ModelDescription, describe, find_target_layer, trace_model
+from .methods import get_method, list_methods, register_method
+from .postprocess import finalize_maps, normalize_maps, upsample_maps
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CamlensError", "HeadError", "InPlaceModifiedError", "InputError", "LayerNotExecutedError",
+    "LayerNotFoundError", "MultipleCallsError", "NoGradientError",
+    "Explanation", "explain", "resolve_classes", "HeadVerdict",
+    "Captured", "Hook", "Hooks", "capture", "get_module",
+    "ModelDescription", "describe", "find_target_layer", "trace_model",
+    "get_method", "list_methods", "register_method",
+    "finalize_maps", "normalize_maps", "upsample_maps",
+    "__version__",
+]

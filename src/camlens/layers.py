@@ -1,0 +1,296 @@
+"""Which layer do I extract? Trace a model once and describe every module call.
+
+:func:`trace_model` runs one forward pass on a random input with a hook on every
+module and records, for each call, the output shape, the stride relative to the
+input (``224 / 7 = 32`` is why a ResNet's last feature map is ``[N, C, 7, 7]``), the
+parameter count and how the call's output flows on. :func:`find_target_layer`
+picks the last spatial feature map the prediction is computed from;
+:func:`describe` prints it all as a table with a verdict on the head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ._modes import evaluation_mode
+from .errors import InputError
+from .heads import HeadVerdict, check_gap_linear
+from .hooks import first_tensor
+
+__all__ = ["LayerCall", "ModelTrace", "trace_model", "find_target_layer", "describe", "ModelDescription"]
+
+_TRANSPARENT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
+
+
+def is_pooling(module: nn.Module) -> bool:
+    """True for pooling modules, torch's and third-party ones (``AdaptiveConcatPool2d``, ...)."""
+    return "pool" in type(module).__name__.lower()
+
+
+@dataclass
+class LayerCall:
+    """One call of one module during the traced forward."""
+
+    name: str
+    type: str
+    call: int  # which call of this module (0-based)
+    calls: int  # how many times the module ran in the forward
+    depth: int
+    start: int  # order in which the calls started
+    shape: tuple[int, ...] | None
+    stride: float | None  # input height / output height for 4-D outputs
+    params: int  # parameters of the module (its own and its children's)
+    pooling: bool
+    dead: bool = False  # the model's output does not depend on this call's output
+    _module: nn.Module = field(repr=False, default=None)
+    _output: torch.Tensor | None = field(repr=False, default=None)
+    _input: torch.Tensor | None = field(repr=False, default=None)
+    _version: int = field(repr=False, default=0)
+    _value: torch.Tensor | None = field(repr=False, default=None)  # copy of a 4-D output as returned
+
+    @property
+    def key(self) -> str:
+        """The name to pass as ``target_layer`` (``name:k`` for a reused module)."""
+        return self.name if self.calls == 1 else f"{self.name}:{self.call}"
+
+    @property
+    def spatial(self) -> bool:
+        return self.shape is not None and len(self.shape) == 4 and self.shape[2] * self.shape[3] > 1
+
+    def contains(self, other: "LayerCall") -> bool:
+        return self.name == "" or other.name.startswith(self.name + ".")
+
+
+@dataclass
+class ModelTrace:
+    """Every module call of one forward pass, in completion order."""
+
+    calls: list[LayerCall]
+    output: torch.Tensor
+    input_size: tuple[int, ...]
+
+    def find(self, key: str) -> LayerCall:
+        for call in self.calls:
+            if key in (call.key, call.name) and call.name:
+                return call
+        raise InputError(f"no traced call named {key!r}")
+
+
+def _param_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def trace_model(model: nn.Module, input_size: tuple[int, ...] = (3, 224, 224), *, batch: int = 1) -> ModelTrace:
+    """Run one forward on a seeded random input and record every module call.
+
+    The model is run in eval mode; its train/eval flags are restored afterwards.
+    """
+    if len(input_size) != 3:
+        raise InputError(f"input_size must be (C, H, W), got {tuple(input_size)}")
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn((batch, *input_size), generator=generator).to(_model_device(model))
+    x.requires_grad_(True)
+    depth_of = {name: (0 if not name else name.count(".") + 1) for name, _ in model.named_modules()}
+    records: list[LayerCall] = []
+    counts: dict[str, int] = {}
+    starts: list[int] = []
+    handles = []
+
+    def make_hooks(name: str, module: nn.Module):
+        def pre_hook(mod, args):
+            starts.append(len(starts))
+            stack.append(starts[-1])
+
+        def hook(mod, args, output):
+            tensor = first_tensor(output)
+            shape = tuple(tensor.shape) if tensor is not None else None
+            stride = None
+            if shape is not None and len(shape) == 4 and shape[2] > 0:
+                stride = input_size[1] / shape[2]
+            call = counts.get(name, 0)
+            counts[name] = call + 1
+            records.append(
+                LayerCall(
+                    name=name, type=type(mod).__name__, call=call, calls=0, depth=depth_of[name],
+                    start=stack.pop(), shape=shape, stride=stride, params=_param_count(mod),
+                    pooling=is_pooling(mod), _module=mod, _output=tensor, _input=first_tensor(args),
+                    _version=tensor._version if tensor is not None else 0,
+                    _value=tensor.detach().clone() if shape is not None and len(shape) == 4 else None,
+                )
+            )
+
+        return pre_hook, hook
+
+    stack: list[int] = []
+    try:
+        for name, module in model.named_modules():
+            if not name:
+                continue
+            pre_hook, hook = make_hooks(name, module)
+            handles.append(module.register_forward_pre_hook(pre_hook))
+            handles.append(module.register_forward_hook(hook))
+        with evaluation_mode(model), torch.enable_grad():
+            output = model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    output = first_tensor(getattr(output, "logits", output))
+    if output is None:
+        raise InputError(f"{type(model).__name__} returned no tensor; camlens needs class scores (N, classes)")
+    for record in records:
+        record.calls = counts[record.name]
+    trace = ModelTrace(records, output, tuple(input_size))
+    _mark_dependencies(trace)
+    return trace
+
+
+def _mark_dependencies(trace: ModelTrace) -> None:
+    """Drop spatial outputs that the model's output does not depend on (dead branches)."""
+    spatial = [r for r in trace.calls if r.spatial and r._output is not None and r._output.requires_grad]
+    if not spatial or not trace.output.requires_grad:
+        return
+    unique = list({id(r._output): r._output for r in spatial}.values())
+    grads = torch.autograd.grad(trace.output.sum(), unique, allow_unused=True)
+    used = {id(t) for t, g in zip(unique, grads) if g is not None}
+    for record in spatial:
+        record.dead = id(record._output) not in used
+
+
+def _same_value(a: LayerCall, b: LayerCall) -> bool:
+    return a._output is b._output and a._version == b._version
+
+
+def _pick_target(trace: ModelTrace) -> tuple[LayerCall, list[LayerCall]]:
+    """The call whose output is the last spatial feature map, and the calls sharing it."""
+    pooled = {(id(r._output), r._version) for r in trace.calls if r.pooling and r._output is not None}
+    candidates = [
+        r
+        for r in trace.calls
+        if r.spatial
+        and not r.pooling
+        and not r.dead
+        and (id(r._output), r._version) not in pooled
+    ]
+    if not candidates:
+        raise InputError(
+            "no module of this model outputs a spatial feature map (N, C, h, w) with h*w > 1 that "
+            "the prediction depends on; is the input size right for it? Pass input_size=(C, H, W)."
+        )
+    last = candidates[-1]
+    group = [r for r in candidates if _same_value(r, last)]
+    outermost = [r for r in group if not any(o is not r and o.contains(r) for o in group)]
+    transparent_free = [r for r in outermost if not isinstance(r._module, _TRANSPARENT)] or outermost
+    return min(transparent_free, key=lambda r: r.start), group
+
+
+def _calls_after(trace: ModelTrace, group: list[LayerCall]) -> list[LayerCall]:
+    """Calls that completed after every call of ``group``, minus the containers of the group."""
+    last = max(trace.calls.index(g) for g in group)
+    return [r for r in trace.calls[last + 1 :] if not any(r.contains(g) for g in group)]
+
+
+def _explain_pick(trace: ModelTrace, target: LayerCall, group: list[LayerCall]) -> str:
+    c, h, w = target.shape[1:]
+    stride = f", stride {target.stride:g}" if target.stride else ""
+    reason = f"{target.key!r} ({target.type}) gives the last spatial feature map, {c}×{h}×{w}{stride}"
+    if target.calls > 1:
+        reason += f"; the module runs {target.calls} times per forward, this is call {target.call}"
+    after = _calls_after(trace, group)
+    consumer = next((r for r in after if r._input is not None and not any(r.contains(a) for a in after if a is not r)), None)
+    if target._output is not None and target._output._version != target._version and not any(
+        r._output is target._output and r._version == target._output._version for r in trace.calls
+    ):
+        reason += (
+            "; its output is then changed in place by a functional op (e.g. F.relu(x, inplace=True)) "
+            "that no hook can see: camlens uses the values the module returned"
+        )
+    if consumer is not None and consumer._input is not target._output:
+        shape = tuple(consumer._input.shape)
+        reason += (
+            f"; functional ops (not modules) then turn it into the {list(shape)} input of "
+            f"{consumer.name!r} ({consumer.type}); a map can only come from a module's output, and this "
+            "is the last one before them"
+        )
+    elif consumer is not None:
+        reason += f"; next comes {consumer.name!r} ({consumer.type})"
+    return reason
+
+
+def find_target_layer(model: nn.Module, input_size: tuple[int, ...] = (3, 224, 224)) -> str:
+    """The dotted name of the module whose output is the last spatial feature map.
+
+    That is the map the prediction is computed from: the input of the global
+    pooling, never a pooling layer. A reused module comes back as ``name:k``.
+
+    Example:
+        >>> import torchvision
+        >>> find_target_layer(torchvision.models.resnet18())
+        'layer4'
+    """
+    target, _ = _pick_target(trace_model(model, input_size))
+    return target.key
+
+
+@dataclass
+class ModelDescription:
+    """What :func:`describe` found; ``print()`` it for the table."""
+
+    model_name: str
+    input_size: tuple[int, ...]
+    calls: list[LayerCall]
+    target: str
+    reason: str
+    head: HeadVerdict
+    output_shape: tuple[int, ...]
+
+    def __str__(self) -> str:
+        rows = [("layer", "type", "output shape", "stride", "params", "")]
+        for call in sorted(self.calls, key=lambda r: r.start):
+            indent = "  " * (call.depth - 1)
+            shape = "×".join(str(s) for s in call.shape[1:]) if call.shape else "-"
+            stride = f"{call.stride:g}" if call.stride else ""
+            mark = "<- target" if call.key == self.target else ""
+            rows.append((indent + call.key, call.type, shape, stride, f"{call.params:,}", mark))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = [
+            f"{self.model_name} on a {'×'.join(map(str, self.input_size))} input "
+            f"-> output {list(self.output_shape)}",
+            "Strides are input size / map size: a 224×224 image with stride 32 gives a 7×7 map.",
+            "",
+        ]
+        for row in rows:
+            cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].rjust(widths[2]),
+                     row[3].rjust(widths[3]), row[4].rjust(widths[4]), row[5]]
+            lines.append("  ".join(cells).rstrip())
+        lines += ["", f"target layer: {self.reason}.", f"head: {self.head.reason}"]
+        return "\n".join(lines)
+
+
+def describe(model: nn.Module, input_size: tuple[int, ...] = (3, 224, 224)) -> ModelDescription:
+    """A table of the model's module calls, the target layer and a verdict on the head.
+
+    Example:
+        >>> import torchvision
+        >>> d = describe(torchvision.models.resnet18())
+        >>> d.target, d.head.exact
+        ('layer4', True)
+    """
+    trace = trace_model(model, input_size)
+    target, group = _pick_target(trace)
+    linears = [(r.name, r._module, r._input, r._output) for r in trace.calls if isinstance(r._module, nn.Linear)]
+    after = _calls_after(trace, group)
+    head = check_gap_linear(target.key, target._value, trace.output, linears, after)
+    return ModelDescription(
+        model_name=type(model).__name__, input_size=tuple(input_size), calls=trace.calls,
+        target=target.key, reason=_explain_pick(trace, target, group), head=head,
+        output_shape=tuple(trace.output.shape),
+    )

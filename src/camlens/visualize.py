@@ -1,0 +1,176 @@
+"""Pictures: colormaps as torch lookup tables, overlays, and a figure per explanation.
+
+Colouring and blending are batched torch on the maps' device; PIL and matplotlib
+appear only at the edges (taking PIL images in, giving PIL images and figures out).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .errors import InputError
+
+__all__ = ["colormap_lut", "apply_colormap", "overlay", "to_tensor_image", "plot_explanation", "save_image", "save_figure"]
+
+
+@lru_cache(maxsize=16)
+def _lut_cpu(name: str) -> torch.Tensor:
+    import matplotlib
+
+    try:
+        cmap = matplotlib.colormaps[name]
+    except KeyError:
+        raise InputError(f"unknown colormap {name!r}; try 'jet', 'magma', 'viridis', 'inferno' or 'turbo'") from None
+    return torch.from_numpy(cmap(np.linspace(0.0, 1.0, 256))[:, :3].astype(np.float32))
+
+
+def colormap_lut(name: str = "jet", device: torch.device | str = "cpu") -> torch.Tensor:
+    """matplotlib colormap ``name`` as a (256, 3) float tensor of RGB in [0, 1]."""
+    return _lut_cpu(name).to(device)
+
+
+def apply_colormap(maps: torch.Tensor, cmap: str = "jet") -> torch.Tensor:
+    """Colour maps in [0, 1]: (..., H, W) -> (..., 3, H, W) RGB in [0, 1]."""
+    lut = colormap_lut(cmap, maps.device)
+    index = (maps.clamp(0, 1) * 255).round().long()
+    return lut[index].movedim(-1, -3)
+
+
+def to_tensor_image(image: Any) -> torch.Tensor:
+    """A PIL image, a uint8/float numpy array (H, W, 3) or a (3, H, W) tensor -> (3, H, W) float in [0, 1]."""
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2:
+            image = np.stack([image] * 3, axis=-1)
+        tensor = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)
+        return tensor.float() / 255.0 if tensor.dtype == torch.uint8 else tensor.float()
+    if isinstance(image, torch.Tensor):
+        if image.dim() != 3 or image.shape[0] not in (1, 3):
+            raise InputError(f"an image tensor must be (3, H, W) or (1, H, W), got {tuple(image.shape)}")
+        image = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+        return image.expand(3, -1, -1) if image.shape[0] == 1 else image
+    raise InputError(f"cannot use {type(image).__name__} as an image; pass a PIL image, numpy array or tensor")
+
+
+def overlay(image: Any, map: torch.Tensor, alpha: float = 0.5, cmap: str = "jet") -> Any:
+    """Blend a heatmap over an image: ``(1 - alpha) * image + alpha * colour(map)``.
+
+    Args:
+        image: PIL image, (H, W, 3) array, (3, H, W) tensor, or (N, 3, H, W) tensor.
+        map: (h, w) or (N, h, w) values in [0, 1]; resized to the image (bilinear).
+        alpha: weight of the heatmap.
+        cmap: matplotlib colormap name.
+
+    Returns:
+        A PIL image for PIL input, else a float tensor (3, H, W) or (N, 3, H, W) in [0, 1].
+
+    Example:
+        >>> import torch
+        >>> out = overlay(torch.zeros(3, 64, 64), torch.rand(7, 7))
+        >>> out.shape
+        torch.Size([3, 64, 64])
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise InputError(f"alpha must be in [0, 1], got {alpha}")
+    as_pil = isinstance(image, Image.Image)
+    batched = isinstance(image, torch.Tensor) and image.dim() == 4
+    pixels = image.float() if batched else to_tensor_image(image).unsqueeze(0)
+    heat = torch.as_tensor(map, dtype=torch.float32).to(pixels.device)
+    heat = heat.reshape(-1, *heat.shape[-2:]).unsqueeze(1)  # (N, 1, h, w)
+    if heat.shape[0] not in (1, pixels.shape[0]):
+        raise InputError(f"{heat.shape[0]} maps for {pixels.shape[0]} images")
+    heat = F.interpolate(heat, size=pixels.shape[-2:], mode="bilinear", align_corners=False).clamp(0, 1)
+    blended = (1 - alpha) * pixels + alpha * apply_colormap(heat[:, 0], cmap)
+    if as_pil:
+        array = (blended[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
+        return Image.fromarray(array)
+    return blended if batched else blended[0]
+
+
+def _atomic_write(path: Path, write) -> Path:
+    """Write through a temporary file in the same folder, then rename: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def save_image(image: Any, path: str | os.PathLike) -> Path:
+    """Save a PIL image or a (3, H, W) tensor in [0, 1] as PNG, atomically."""
+    if not isinstance(image, Image.Image):
+        tensor = to_tensor_image(image)
+        image = Image.fromarray((tensor.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy())
+    return _atomic_write(Path(path), lambda tmp: image.save(tmp, format="PNG"))
+
+
+def save_figure(figure, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as PNG, atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        return _atomic_write(Path(path), lambda tmp: figure.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
+    finally:
+        plt.close(figure)
+
+
+def plot_explanation(
+    images: Sequence[Any],
+    explanations: Any,
+    class_names: Sequence[str] | None = None,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+):
+    """A figure with one row per image: the image, then one overlay per class and method.
+
+    Args:
+        images: N images (PIL, arrays or (3, H, W) tensors), shown at their own size.
+        explanations: an :class:`~camlens.Explanation` or a dict name -> Explanation.
+        class_names: names for class indices (e.g. ImageNet labels) for the titles.
+
+    Returns:
+        A matplotlib Figure (save it with :func:`save_figure`).
+    """
+    import matplotlib.pyplot as plt
+
+    results = explanations if isinstance(explanations, dict) else {explanations.method: explanations}
+    first = next(iter(results.values()))
+    n, k = first.classes.shape
+    if len(images) != n:
+        raise InputError(f"{len(images)} images for an explanation of {n}")
+    columns = 1 + k * len(results)
+    fig, axes = plt.subplots(n, columns, figsize=(2.6 * columns, 2.7 * n), squeeze=False)
+    for row, image in enumerate(images):
+        pil = image if isinstance(image, Image.Image) else None
+        axes[row, 0].imshow(np.asarray(pil.convert("RGB")) if pil else to_tensor_image(image).permute(1, 2, 0).cpu().numpy())
+        axes[row, 0].set_title("input", fontsize=9)
+        column = 1
+        for name, result in results.items():
+            for j in range(k):
+                blended = overlay(to_tensor_image(image), result.maps[row, j].detach().cpu(), alpha, cmap)
+                axes[row, column].imshow(blended.permute(1, 2, 0).clamp(0, 1).numpy())
+                index = int(result.classes[row, j])
+                label = class_names[index] if class_names is not None else f"class {index}"
+                score = float(result.scores[row, j])
+                axes[row, column].set_title(f"{name}: {label}\nscore {score:.3g}", fontsize=9)
+                column += 1
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
