@@ -265,6 +265,11 @@ def explain(
         raise InputError("method is an empty list; name at least one method")
     methods = [get_method(name) for name in names]
     needs = {need for m in methods for need in m.needs}
+    if "gradients" in needs and torch.is_inference_mode_enabled():
+        raise InputError(
+            f"{names} need gradients, which torch.inference_mode() forbids; call explain outside "
+            "inference_mode (explain itself records only what the gradient needs)"
+        )
     unknown = needs - {"activations", "gradients", "class_weights"}
     if unknown:
         raise InputError(f"methods {names} need inputs camlens.explain cannot provide: {sorted(unknown)}")
