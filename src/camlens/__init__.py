@@ -20,6 +20,7 @@ from .hooks import Captured, Hook, Hooks, capture, get_module
 from .layers import ModelDescription, describe, find_target_layer, trace_model
 from .methods import get_method, list_methods, register_method
 from .postprocess import finalize_maps, normalize_maps, upsample_maps
+from .stats import ActivationStats, LayerStats
 
 __version__ = "0.1.0"
 
@@ -31,5 +32,6 @@ __all__ = [
     "ModelDescription", "describe", "find_target_layer", "trace_model",
     "get_method", "list_methods", "register_method",
     "finalize_maps", "normalize_maps", "upsample_maps",
+    "ActivationStats", "LayerStats",
     "__version__",
 ]
