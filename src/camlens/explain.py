@@ -212,6 +212,11 @@ def _modules_that_ran(model: nn.Module, inputs: torch.Tensor) -> list[str]:
 
 def _gradients(scores: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
     """d scores[:, k] / d activations for each k, in one batched backward: (N, K, C, h, w)."""
+    with torch.enable_grad():  # the user may call explain under torch.no_grad()
+        return _batched_gradients(scores, activations)
+
+
+def _batched_gradients(scores: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
     n, k = scores.shape
     if not scores.requires_grad:
         raise LayerNotExecutedError("the class scores do not depend on the target layer; pick a layer on the path to the output")
@@ -303,7 +308,8 @@ def explain(
         raise LayerNotExecutedError(_not_run_message(f"Target layer {base!r}", _modules_that_ran(model, inputs)))
     activations = tap.activations(layer)
     class_index = resolve_classes(classes, logits.detach())
-    scores = logits.gather(1, class_index)
+    with torch.enable_grad():  # the user may call explain under torch.no_grad()
+        scores = logits.gather(1, class_index)
     available: dict[str, torch.Tensor] = {"activations": activations.detach()}
     if "gradients" in needs:
         available["gradients"] = _gradients(scores, activations)
