@@ -16,6 +16,9 @@ from .errors import (
 )
 from .explain import Explanation, explain, resolve_classes
 from .heads import HeadVerdict
+from .images import imagenet_classes, load_image, preprocess, sample_images
+from .models import LoadedModel, load_model
+from .visualize import apply_colormap, overlay, plot_explanation, save_figure, save_image
 from .hooks import Captured, Hook, Hooks, capture, get_module
 from .layers import ModelDescription, describe, find_target_layer, trace_model
 from .methods import get_method, list_methods, register_method
@@ -32,6 +35,8 @@ __all__ = [
     "ModelDescription", "describe", "find_target_layer", "trace_model",
     "get_method", "list_methods", "register_method",
     "finalize_maps", "normalize_maps", "upsample_maps",
+    "imagenet_classes", "load_image", "preprocess", "sample_images", "LoadedModel", "load_model",
+    "apply_colormap", "overlay", "plot_explanation", "save_figure", "save_image",
     "ActivationStats", "LayerStats",
     "__version__",
 ]
