@@ -101,3 +101,14 @@ def test_layers_prints_the_table_and_verdict(capsys):
 def test_console_script_runs():
     result = subprocess.run([sys.executable, "-m", "camlens.cli", "methods"], capture_output=True, text=True, check=True)
     assert "gradcam" in result.stdout and "Selvaraju" in result.stdout
+
+
+def test_exported_program_runs_one_image_at_a_time(tmp_path, cat_file, photos, capsys):
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=7).eval()
+    torch.export.save(torch.export.export(model, (torch.randn(1, 3, 224, 224),)), tmp_path / "model.pt2")
+    coffee = tmp_path / "coffee.jpg"
+    photos["coffee"].save(coffee)
+    out = tmp_path / "out"
+    assert main(["explain", str(cat_file), str(coffee), "--model", str(tmp_path / "model.pt2"), "--out", str(out)]) == 0
+    assert len(list(out.iterdir())) == 2

@@ -166,3 +166,11 @@ def test_module_object_as_target_and_bad_inputs(gapnet):
         camlens.explain(gapnet, x, target_layer="feature.3")
     with pytest.raises(camlens.InputError, match="TorchScript"):
         camlens.explain(torch.jit.script(gapnet), x)
+
+
+def test_default_target_follows_a_changed_model():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    x = torch.randn(1, 3, 16, 16)
+    assert camlens.explain(model, x).target_layer == "1"
+    model[1] = nn.Identity()  # the cached choice would now be wrong: "0" gives the last map
+    assert camlens.explain(model, x).target_layer == "0"

@@ -79,10 +79,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     paths = [Path(p) for p in args.images]
     images = [load_image(p) for p in paths]  # every image is read before anything is computed
 
+    batch_size = min(args.batch_size, loaded.max_batch or args.batch_size)
     results = []
-    batches = range(0, len(images), args.batch_size)
-    for start in tqdm(batches, desc="explaining", unit="batch", disable=len(images) <= args.batch_size):
-        chunk = images[start : start + args.batch_size]
+    batches = range(0, len(images), batch_size)
+    for start in tqdm(batches, desc="explaining", unit="batch", disable=len(images) <= batch_size):
+        chunk = images[start : start + batch_size]
         x = loaded.preprocess(chunk)
         out = explain(loaded.model, x, method=methods, target_layer=args.layer or None, classes=classes)
         results.append(out)
@@ -91,7 +92,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     written = []
     for batch_index, out in enumerate(results):
         for row in range(next(iter(out.values())).classes.shape[0]):
-            index = batch_index * args.batch_size + row
+            index = batch_index * batch_size + row
             path, image = paths[index], images[index]
             first = next(iter(out.values()))
             print(f"{path.name}: {_top(first.logits[row], loaded)}  [layer {first.target_layer}]")

@@ -170,10 +170,13 @@ _TARGET_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDic
 
 
 def _default_target(model: nn.Module, input_size: tuple[int, ...]) -> str:
+    """find_target_layer, cached per model, input size and module structure (a swapped head re-traces)."""
+    structure = hash(tuple((name, type(module)) for name, module in model.named_modules()))
     per_model = _TARGET_CACHE.setdefault(model, {})
-    if input_size not in per_model:
-        per_model[input_size] = find_target_layer(model, input_size)
-    return per_model[input_size]
+    key = (input_size, structure)
+    if key not in per_model:
+        per_model[key] = find_target_layer(model, input_size)
+    return per_model[key]
 
 
 def _logits(output: Any) -> torch.Tensor:

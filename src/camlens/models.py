@@ -49,6 +49,7 @@ class LoadedModel:
     class_names: list[str] | None = None
     pretrained: bool = True
     notes: list[str] = field(default_factory=list)
+    max_batch: int | None = None  # an exported program runs at the batch size it was exported with
 
     def preprocess(self, images: Sequence[Any]) -> torch.Tensor:
         """PIL images / arrays -> (N, 3, H, W) normalised batch on the model's device."""
@@ -180,7 +181,8 @@ def _load_file(path: Path, arch: str | None, trust: bool) -> LoadedModel:
     if path.suffix == ".pt2":
         program = torch.export.load(str(path))
         module = torch.export.unflatten(program)
-        return LoadedModel(module, path.name, notes=["exported program: batch size is fixed at export"])
+        batch = program.example_inputs[0][0].shape[0] if program.example_inputs else 1
+        return LoadedModel(module, path.name, notes=["exported program: batch size fixed at export"], max_batch=int(batch))
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError) as error:
