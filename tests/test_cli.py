@@ -112,3 +112,9 @@ def test_exported_program_runs_one_image_at_a_time(tmp_path, cat_file, photos, c
     out = tmp_path / "out"
     assert main(["explain", str(cat_file), str(coffee), "--model", str(tmp_path / "model.pt2"), "--out", str(out)]) == 0
     assert len(list(out.iterdir())) == 2
+
+
+def test_random_weights_warning_is_one_plain_line(tmp_path, cat_file, capsys):
+    assert main(["explain", str(cat_file), "--model", "resnet18", "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("camlens: warning: resnet18 has RANDOM weights") and ".py:" not in err

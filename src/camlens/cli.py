@@ -177,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "batch_size", 1) < 1:
         print("camlens: error: --batch-size must be at least 1", file=sys.stderr)
         return EXIT_BAD_INPUT
+    previous = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         return args.func(args)
     except CamlensError as error:
@@ -185,6 +187,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("camlens: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = previous
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one plain line (no source path) on stderr."""
+    print(f"camlens: warning: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover
