@@ -15,7 +15,9 @@ from .errors import (
     NoGradientError,
 )
 from .explain import Explanation, explain, resolve_classes
-from .heads import HeadVerdict
+from .heads import HeadVerdict, analyze_head
+from .methods import fcmap as _fcmap  # noqa: F401  (registers "fcmap")
+from .rewrite import FinetuneHistory, FullyConvolutional, GapLinearModel, finetune_head, fully_convolutional, replace_head
 from .images import imagenet_classes, load_image, preprocess, sample_images
 from .models import LoadedModel, load_model
 from .visualize import apply_colormap, overlay, plot_explanation, save_figure, save_image
@@ -31,6 +33,8 @@ __all__ = [
     "CamlensError", "HeadError", "InPlaceModifiedError", "InputError", "LayerNotExecutedError",
     "LayerNotFoundError", "MultipleCallsError", "NoGradientError",
     "Explanation", "explain", "resolve_classes", "HeadVerdict",
+    "analyze_head", "fully_convolutional", "replace_head", "finetune_head",
+    "FullyConvolutional", "GapLinearModel", "FinetuneHistory",
     "Captured", "Hook", "Hooks", "capture", "get_module",
     "ModelDescription", "describe", "find_target_layer", "trace_model",
     "get_method", "list_methods", "register_method",

@@ -23,7 +23,7 @@ from torch import nn
 
 from ._modes import evaluation_mode
 from .errors import HeadError, InputError, LayerNotExecutedError, MultipleCallsError
-from .heads import check_gap_linear
+from .heads import HeadRecorder
 from .hooks import _not_run_message, capture, first_tensor, get_module, module_name, parse_layer_name
 from .layers import find_target_layer
 from .methods import get_method
@@ -43,7 +43,11 @@ class Explanation:
         scores: (N, K) the model's output for those classes.
         target_layer: dotted name of the layer the maps come from.
         method: the method's name.
-        logits: (N, classes) the model's whole output (for top-k lists and probabilities).
+        logits: (N, classes) the model's whole output (for top-k lists and probabilities);
+            the pre-softmax scores when the model ends in a LogSoftmax/Softmax/Sigmoid module
+            (see ``score_source``).
+        score_source: what ``scores`` and ``logits`` are: ``"model output"``, or the
+            pre-softmax logits and the module they feed (``explain(..., score=...)``).
     """
 
     maps: torch.Tensor
@@ -53,6 +57,7 @@ class Explanation:
     target_layer: str
     method: str
     logits: torch.Tensor | None = None
+    score_source: str = "model output"
 
     def __repr__(self) -> str:
         n, k, h, w = self.maps.shape
@@ -154,18 +159,6 @@ class _TargetTap:
         return self.outputs[index]
 
 
-class _LinearTap:
-    """Forward hook recording the last input/output of an ``nn.Linear`` (for CAM's weights)."""
-
-    def __init__(self, name: str, module: nn.Module) -> None:
-        self.name, self.module = name, module
-        self.input: torch.Tensor | None = None
-        self.output: torch.Tensor | None = None
-
-    def __call__(self, module: nn.Module, args: tuple, output: Any) -> None:
-        self.input, self.output = first_tensor(args), first_tensor(output)
-
-
 _TARGET_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
@@ -243,6 +236,9 @@ def explain(
     method: str | list[str] = "gradcam",
     target_layer: str | nn.Module | None = None,
     classes: Any = None,
+    *,
+    score: str = "logits",
+    fcmap_scale: float = 2.0,
 ) -> Explanation | dict[str, Explanation]:
     """Class activation maps of ``model`` for ``inputs``.
 
@@ -256,6 +252,11 @@ def explain(
             module) or the module itself; ``None`` picks :func:`find_target_layer`.
         classes: ``None`` (top-1), an int, a list applied to every image, ``"top5"``, a
             1-d tensor (one class per image) or an (N, K) tensor.
+        score: what to explain when the model ends in a ``LogSoftmax``/``Softmax``/``Sigmoid``
+            module: ``"logits"`` (default), its input, the pre-softmax score; ``"output"``,
+            the (log-)probability itself. Recorded in ``Explanation.score_source``.
+        fcmap_scale: ``method="fcmap"`` only: how much to enlarge the image before running
+            the fully convolutional rewrite (VGG16 at 224 with 2: an 8×8 score map).
 
     Returns:
         :class:`Explanation` (or a dict of them when ``method`` is a list).
@@ -267,6 +268,10 @@ def explain(
         >>> e.maps.shape, e.raw.shape, e.target_layer
         (torch.Size([2, 2, 224, 224]), torch.Size([2, 2, 7, 7]), 'layer4')
     """
+    if not isinstance(model, nn.Module) and hasattr(model, "dls"):  # a fastai Learner
+        from .integrations.fastai_learner import learner_model_and_inputs
+
+        model, inputs = learner_model_and_inputs(model, inputs)
     _check_inputs(model, inputs)
     names = [method] if isinstance(method, str) else list(method)
     if not names:
@@ -278,7 +283,7 @@ def explain(
             f"{names} need gradients, which torch.inference_mode() forbids; call explain outside "
             "inference_mode (explain itself records only what the gradient needs)"
         )
-    unknown = needs - {"activations", "gradients", "class_weights"}
+    unknown = needs - {"activations", "gradients", "class_weights", "score_maps"}
     if unknown:
         raise InputError(f"methods {names} need inputs camlens.explain cannot provide: {sorted(unknown)}")
 
@@ -292,21 +297,18 @@ def explain(
     module = get_module(model, base)
 
     tap = _TargetTap(call, with_grad="gradients" in needs)
-    linear_taps = []
     handles = [module.register_forward_hook(tap)]
+    recorder = HeadRecorder(model, module, ops="class_weights" in needs)
     try:
-        if "class_weights" in needs:
-            for name, sub in model.named_modules():
-                if isinstance(sub, nn.Linear):
-                    linear_taps.append(_LinearTap(name, sub))
-                    handles.append(sub.register_forward_hook(linear_taps[-1]))
         with evaluation_mode(model), torch.no_grad():
             output = model(inputs)
     finally:
         for handle in handles:
             handle.remove()
+        recorder.remove()
 
-    logits = _logits(output)
+    output = _logits(output)
+    logits, score_source = recorder.scores(output, score)
     if tap.calls == 0:
         raise LayerNotExecutedError(_not_run_message(f"Target layer {base!r}", _modules_that_ran(model, inputs)))
     activations = tap.activations(layer)
@@ -317,12 +319,21 @@ def explain(
     if "gradients" in needs:
         available["gradients"] = _gradients(scores, activations)
     if "class_weights" in needs:
-        verdict = check_gap_linear(
-            layer, activations, logits, [(t.name, t.module, t.input, t.output) for t in linear_taps]
-        )
+        verdict = recorder.verdict(layer, activations, output, call)
         if not verdict.exact:
             raise HeadError(f"method 'cam' needs a global-average-pool + linear head; this model's head is {verdict.reason}")
+        if score == "output" and verdict.output != "scores":
+            raise HeadError(
+                f"CAM decomposes the pre-softmax score, but score='output' asks for the model's "
+                f"{verdict.output}, which are not linear in the pooled features; use score='logits' "
+                "(the default) or a gradient method such as 'gradcam'"
+            )
         available["class_weights"] = verdict.weight.detach()[class_index]
+    if "score_maps" in needs:
+        from .rewrite import class_score_maps
+
+        dense = class_score_maps(model, inputs, fcmap_scale)
+        available["score_maps"] = dense.gather(1, class_index[:, :, None, None].expand(-1, -1, *dense.shape[2:]))
 
     size = tuple(inputs.shape[-2:])
     results = {}
@@ -331,5 +342,6 @@ def explain(
         results[m.name] = Explanation(
             maps=finalize_maps(raw, size), raw=raw.detach(), classes=class_index,
             scores=scores.detach(), target_layer=layer, method=m.name, logits=logits.detach(),
+            score_source=score_source,
         )
     return results if not isinstance(method, str) else results[methods[0].name]

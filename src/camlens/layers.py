@@ -17,7 +17,7 @@ from torch import nn
 
 from ._modes import evaluation_mode
 from .errors import InputError
-from .heads import HeadVerdict, check_gap_linear
+from .heads import HeadVerdict, verdict_from_trace
 from .hooks import first_tensor
 
 __all__ = ["LayerCall", "ModelTrace", "trace_model", "find_target_layer", "describe", "ModelDescription"]
@@ -286,9 +286,8 @@ def describe(model: nn.Module, input_size: tuple[int, ...] = (3, 224, 224)) -> M
     """
     trace = trace_model(model, input_size)
     target, group = _pick_target(trace)
-    linears = [(r.name, r._module, r._input, r._output) for r in trace.calls if isinstance(r._module, nn.Linear)]
     after = _calls_after(trace, group)
-    head = check_gap_linear(target.key, target._value, trace.output, linears, after)
+    head = verdict_from_trace(target.key, target._value, trace.output, after)
     return ModelDescription(
         model_name=type(model).__name__, input_size=tuple(input_size), calls=trace.calls,
         target=target.key, reason=_explain_pick(trace, target, group), head=head,
