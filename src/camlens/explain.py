@@ -19,15 +19,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._modes import evaluation_mode
+from ._scoring import Scorer
 from .errors import HeadError, InputError, LayerNotExecutedError, MultipleCallsError
 from .heads import HeadRecorder
 from .hooks import _not_run_message, capture, first_tensor, get_module, module_name, parse_layer_name
 from .layers import find_target_layer
 from .methods import get_method
-from .postprocess import finalize_maps
+from .postprocess import finalize_maps, normalize_maps, upsample_maps
 
 __all__ = ["Explanation", "explain", "resolve_classes"]
 
@@ -135,6 +137,11 @@ class _TargetTap:
         if not self.with_grad:
             self.outputs[index] = output.detach().clone()
             return None
+        if torch.is_grad_enabled() and output.requires_grad:
+            # An earlier target layer (fusion) already turned grad on: keep this output in
+            # the graph so that the gradient still flows back to that layer.
+            self.outputs[index] = output
+            return output.clone()
         torch.set_grad_enabled(True)
         leaf = output.detach().requires_grad_(True)
         self.outputs[index] = leaf
@@ -206,39 +213,209 @@ def _modules_that_ran(model: nn.Module, inputs: torch.Tensor) -> list[str]:
     return cap.ran
 
 
-def _gradients(scores: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
-    """d scores[:, k] / d activations for each k, in one batched backward: (N, K, C, h, w)."""
-    with torch.enable_grad():  # the user may call explain under torch.no_grad()
-        return _batched_gradients(scores, activations)
-
-
-def _batched_gradients(scores: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
+def _gradients(scores: torch.Tensor, activations: list[torch.Tensor]) -> list[torch.Tensor]:
+    """d scores[:, k] / d activations for each k, in one batched backward: (N, K, C, h, w) each."""
     n, k = scores.shape
     if not scores.requires_grad:
         raise LayerNotExecutedError("the class scores do not depend on the target layer; pick a layer on the path to the output")
     if k == 1:
-        (grad,) = torch.autograd.grad(scores.sum(), activations)
-        return grad.unsqueeze(1)
-    eye = torch.eye(k, dtype=scores.dtype, device=scores.device)
-    grad_outputs = eye[:, None, :].expand(k, n, k)
+        grads = torch.autograd.grad(scores.sum(), activations, allow_unused=True)
+        grads = [None if g is None else g.unsqueeze(1) for g in grads]
+    else:
+        eye = torch.eye(k, dtype=scores.dtype, device=scores.device)
+        grad_outputs = eye[:, None, :].expand(k, n, k)
+        try:
+            grads = torch.autograd.grad(
+                scores, activations, grad_outputs=grad_outputs, is_grads_batched=True, allow_unused=True
+            )
+        except RuntimeError:  # an op without a batching rule: fall back to K backward passes
+            per_class = [
+                torch.autograd.grad(scores[:, j].sum(), activations, retain_graph=j < k - 1, allow_unused=True)
+                for j in range(k)
+            ]
+            grads = [None if g[0] is None else torch.stack(g) for g in zip(*per_class)]
+        grads = [None if g is None else g.transpose(0, 1) for g in grads]
+    if any(g is None for g in grads):
+        raise LayerNotExecutedError(
+            "the class scores do not depend on one of the target layers; pick layers on the path to the output"
+        )
+    return list(grads)
+
+
+def _resolve_layers(model: nn.Module, inputs: torch.Tensor, target_layer: Any) -> list[str]:
+    items = list(target_layer) if isinstance(target_layer, (list, tuple)) else [target_layer]
+    if not items:
+        raise InputError("target_layer is an empty list; name at least one layer (or pass None)")
+    layers = []
+    for item in items:
+        if item is None:
+            layers.append(_default_target(model, tuple(inputs.shape[1:])))
+        elif isinstance(item, nn.Module):
+            layers.append(module_name(model, item))
+        else:
+            layers.append(str(item))
+    return layers
+
+
+def _forward(model: nn.Module, inputs: torch.Tensor, layers: list[str], with_grad: bool, with_linear: bool = False):
+    """One forward (no grad before the first target layer) with a tap on every target layer."""
+    taps, linear_taps, handles = [], [], []
     try:
-        (grad,) = torch.autograd.grad(scores, activations, grad_outputs=grad_outputs, is_grads_batched=True)
-    except RuntimeError:  # an op without a batching rule: fall back to K backward passes
-        grad = torch.stack([
-            torch.autograd.grad(scores[:, j].sum(), activations, retain_graph=j < k - 1)[0] for j in range(k)
-        ])
-    return grad.transpose(0, 1)
+        for layer in layers:
+            base, call = parse_layer_name(layer)
+            taps.append(_TargetTap(call, with_grad))
+            handles.append(get_module(model, base).register_forward_hook(taps[-1]))
+        if with_linear:
+            for name, sub in model.named_modules():
+                if isinstance(sub, nn.Linear):
+                    linear_taps.append(_LinearTap(name, sub))
+                    handles.append(sub.register_forward_hook(linear_taps[-1]))
+        with evaluation_mode(model), torch.no_grad():
+            output = model(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    logits = _logits(output)
+    activations = []
+    for layer, tap in zip(layers, taps):
+        if tap.calls == 0:
+            base, _ = parse_layer_name(layer)
+            raise LayerNotExecutedError(_not_run_message(f"Target layer {base!r}", _modules_that_ran(model, inputs)))
+        activations.append(tap.activations(layer))
+    return logits, activations, linear_taps
+
+
+_INPUTS = ("activations", "gradients", "class_weights", "scorer")
+_AUGMENTS = {
+    "flip": ((False, 1.0), (True, 1.0)),
+    "tta": ((False, 1.0), (True, 1.0), (False, 1.15), (True, 1.15)),
+}
+
+
+def _check_options(methods: list, options: dict) -> None:
+    accepted = {name for m in methods for name in m.options}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        hint = ", ".join(f"{m.name}: {', '.join(m.options) or 'none'}" for m in methods)
+        raise InputError(f"option(s) {unknown} are not taken by the requested methods; options per method: {hint}")
+
+
+def _augmentations(augment: Any) -> tuple[tuple[bool, float], ...]:
+    if isinstance(augment, str):
+        if augment.lower() not in _AUGMENTS:
+            raise InputError(f"augment={augment!r} is not known; use 'flip', 'tta' or a list of (hflip, scale) pairs")
+        return _AUGMENTS[augment.lower()]
+    try:
+        pairs = tuple((bool(flip), float(scale)) for flip, scale in augment)
+    except (TypeError, ValueError):
+        raise InputError(f"augment={augment!r}: expected 'flip', 'tta' or a list of (hflip: bool, scale: float) pairs") from None
+    if not pairs or any(scale <= 0 for _, scale in pairs):
+        raise InputError(f"augment={augment!r}: give at least one (hflip, scale) pair with scale > 0")
+    return pairs
+
+
+def _fuse(maps: list[torch.Tensor], how: str) -> torch.Tensor:
+    stacked = torch.stack(maps)
+    return stacked.mean(dim=0) if how == "mean" else stacked.amax(dim=0)
+
+
+def _scorer(model, inputs, layer, class_index, scores, activations, gradients, batch_size, progress) -> Scorer:
+    def gradient_fn(x: torch.Tensor) -> torch.Tensor:
+        logits, (acts,), _ = _forward(model, x, [layer], with_grad=True)
+        return _gradients(logits.gather(1, class_index), [acts])[0]
+
+    def importance_fn() -> torch.Tensor:
+        grad = gradients if gradients is not None else gradient_fn(inputs)
+        return grad.mean(dim=(3, 4)).clamp_min(0) * activations.mean(dim=(2, 3)).unsqueeze(1)
+
+    return Scorer(
+        model, inputs, class_index, scores.detach(), layer, batch_size=batch_size, progress=progress,
+        gradient_fn=gradient_fn, importance_fn=importance_fn,
+    )
+
+
+def _explain(model, inputs, methods, layers, classes, fuse, batch_size, progress, options) -> dict[str, Explanation]:
+    """One forward (and one backward for all gradient methods and classes) for every layer."""
+    needs = {need for m in methods for need in m.needs}
+    logits, activations, linear_taps = _forward(model, inputs, layers, "gradients" in needs, "class_weights" in needs)
+    class_index = resolve_classes(classes, logits.detach())
+    scores = logits.gather(1, class_index)
+    gradients = _gradients(scores, activations) if "gradients" in needs else [None] * len(layers)
+    k = class_index.shape[1]
+    raws: dict[str, list[torch.Tensor]] = {m.name: [] for m in methods}
+    for layer, acts, grads in zip(layers, activations, gradients):
+        available: dict[str, Any] = {"activations": acts.detach()}
+        if grads is not None:
+            available["gradients"] = grads
+        if "class_weights" in needs:
+            verdict = check_gap_linear(
+                layer, acts, logits, [(t.name, t.module, t.input, t.output) for t in linear_taps]
+            )
+            if not verdict.exact:
+                raise HeadError(f"method 'cam' needs a global-average-pool + linear head; this model's head is {verdict.reason}")
+            available["class_weights"] = verdict.weight.detach()[class_index]
+        if "scorer" in needs:
+            available["scorer"] = _scorer(
+                model, inputs, layer, class_index, scores, available["activations"], grads, batch_size, progress
+            )
+        for m in methods:
+            raw = m(options, **available).detach()
+            raws[m.name].append(raw.expand(-1, k, -1, -1) if raw.shape[1] == 1 and k > 1 else raw)
+
+    size = tuple(inputs.shape[-2:])
+    results = {}
+    for m in methods:
+        per_layer = raws[m.name]
+        if len(per_layer) == 1:
+            raw, maps = per_layer[0], finalize_maps(per_layer[0], size)
+        else:
+            finest = max((tuple(r.shape[-2:]) for r in per_layer), key=lambda hw: hw[0] * hw[1])
+            maps = normalize_maps(_fuse([finalize_maps(r, size) for r in per_layer], fuse))
+            raw = _fuse([finalize_maps(r, finest) for r in per_layer], fuse)
+        results[m.name] = Explanation(
+            maps=maps, raw=raw, classes=class_index, scores=scores.detach(),
+            target_layer="+".join(layers), method=m.name, logits=logits.detach(),
+        )
+    return results
+
+
+def _explain_augmented(model, inputs, methods, layers, classes, augment, *args) -> dict[str, Explanation]:
+    """Average the maps of flipped/rescaled copies of the inputs, each mapped back first."""
+    pairs = _augmentations(augment)
+    plain = _explain(model, inputs, methods, layers, classes, *args)
+    class_index = next(iter(plain.values())).classes
+    size = tuple(inputs.shape[-2:])
+    collected: dict[str, tuple[list, list]] = {name: ([], []) for name in plain}
+    for flip, scale in pairs:
+        if not flip and scale == 1.0:
+            results = plain
+        else:
+            x = inputs.flip(-1) if flip else inputs
+            if scale != 1.0:
+                x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+            results = _explain(model, x, methods, layers, class_index, *args)
+        for name, e in results.items():
+            maps, raw = (e.maps.flip(-1), e.raw.flip(-1)) if flip else (e.maps, e.raw)
+            collected[name][0].append(upsample_maps(maps, size))
+            collected[name][1].append(upsample_maps(raw, tuple(plain[name].raw.shape[-2:])))
+    for name, (maps, raws) in collected.items():
+        e = plain[name]
+        e.maps, e.raw = normalize_maps(torch.stack(maps).mean(dim=0)), torch.stack(raws).mean(dim=0)
+    return plain
 
 
 def explain(
     model: nn.Module,
     inputs: torch.Tensor,
     method: str | list[str] = "gradcam",
-    target_layer: str | nn.Module | None = None,
+    target_layer: str | nn.Module | list | None = None,
     classes: Any = None,
     *,
-    score: str = "logits",
-    fcmap_scale: float = 2.0,
+    fuse: str = "mean",
+    augment: Any = None,
+    batch_size: int | None = None,
+    progress: bool | None = None,
+    **options: Any,
 ) -> Explanation | dict[str, Explanation]:
     """Class activation maps of ``model`` for ``inputs``.
 
@@ -247,16 +424,24 @@ def explain(
             parameter ``.grad`` are left as found (it is evaluated in eval mode).
         inputs: (N, C, H, W) float tensor, already normalised, on the model's device.
         method: a name from :func:`camlens.list_methods` (``"gradcam"``, ``"cam"``, ...),
-            or a list of names: then a dict name -> Explanation, from one forward/backward.
+            or a list of names: then a dict name -> Explanation. All gradient methods share
+            one forward and one backward (batched over the K classes).
         target_layer: dotted name (``"layer4"``, ``"_swish:1"`` for call 1 of a reused
-            module) or the module itself; ``None`` picks :func:`find_target_layer`.
+            module) or the module itself; ``None`` picks :func:`find_target_layer`. A list of
+            layers fuses their maps (upsampled to the input, normalised, then ``fuse``d);
+            ``raw`` is then the fused normalised maps at the finest layer's resolution.
         classes: ``None`` (top-1), an int, a list applied to every image, ``"top5"``, a
             1-d tensor (one class per image) or an (N, K) tensor.
-        score: what to explain when the model ends in a ``LogSoftmax``/``Softmax``/``Sigmoid``
-            module: ``"logits"`` (default), its input, the pre-softmax score; ``"output"``,
-            the (log-)probability itself. Recorded in ``Explanation.score_source``.
-        fcmap_scale: ``method="fcmap"`` only: how much to enlarge the image before running
-            the fully convolutional rewrite (VGG16 at 224 with 2: an 8×8 score map).
+        fuse: ``"mean"`` or ``"max"``, how several target layers are fused.
+        augment: test-time augmentation: ``"flip"`` (original + horizontal flip), ``"tta"``
+            (flips x scales 1 and 1.15) or a list of ``(hflip, scale)`` pairs. Each copy is
+            explained for the classes of the original, its maps flipped/resized back, and the
+            normalised maps averaged (then normalised again).
+        batch_size: chunk size of the re-run forwards of gradient-free methods (default:
+            from the memory available).
+        progress: progress bar for gradient-free methods: ``None`` when slow, or forced.
+        **options: method options, e.g. ``top_k=64`` (Score-CAM fast mode), ``samples=``;
+            each goes to the requested methods that take it.
 
     Returns:
         :class:`Explanation` (or a dict of them when ``method`` is a list).
@@ -267,81 +452,26 @@ def explain(
         >>> e = explain(model, torch.randn(2, 3, 224, 224), classes=[1, 2])
         >>> e.maps.shape, e.raw.shape, e.target_layer
         (torch.Size([2, 2, 224, 224]), torch.Size([2, 2, 7, 7]), 'layer4')
+        >>> many = explain(model, torch.randn(1, 3, 224, 224), ["gradcampp", "layercam"], "layer4", "top3")
+        >>> {name: tuple(e.maps.shape) for name, e in many.items()}
+        {'gradcampp': (1, 3, 224, 224), 'layercam': (1, 3, 224, 224)}
     """
-    if not isinstance(model, nn.Module) and hasattr(model, "dls"):  # a fastai Learner
-        from .integrations.fastai_learner import learner_model_and_inputs
-
-        model, inputs = learner_model_and_inputs(model, inputs)
     _check_inputs(model, inputs)
     names = [method] if isinstance(method, str) else list(method)
     if not names:
         raise InputError("method is an empty list; name at least one method")
     methods = [get_method(name) for name in names]
     needs = {need for m in methods for need in m.needs}
-    if "gradients" in needs and torch.is_inference_mode_enabled():
-        raise InputError(
-            f"{names} need gradients, which torch.inference_mode() forbids; call explain outside "
-            "inference_mode (explain itself records only what the gradient needs)"
-        )
-    unknown = needs - {"activations", "gradients", "class_weights", "score_maps"}
+    unknown = needs - set(_INPUTS)
     if unknown:
         raise InputError(f"methods {names} need inputs camlens.explain cannot provide: {sorted(unknown)}")
-
-    if target_layer is None:
-        layer = _default_target(model, tuple(inputs.shape[1:]))
-    elif isinstance(target_layer, nn.Module):
-        layer = module_name(model, target_layer)
+    _check_options(methods, options)
+    if fuse not in ("mean", "max"):
+        raise InputError(f"fuse={fuse!r} is not known; use 'mean' or 'max'")
+    layers = _resolve_layers(model, inputs, target_layer)
+    args = (fuse, batch_size, progress, options)
+    if augment is None or augment is False:
+        results = _explain(model, inputs, methods, layers, classes, *args)
     else:
-        layer = str(target_layer)
-    base, call = parse_layer_name(layer)
-    module = get_module(model, base)
-
-    tap = _TargetTap(call, with_grad="gradients" in needs)
-    handles = [module.register_forward_hook(tap)]
-    recorder = HeadRecorder(model, module, ops="class_weights" in needs)
-    try:
-        with evaluation_mode(model), torch.no_grad():
-            output = model(inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-        recorder.remove()
-
-    output = _logits(output)
-    logits, score_source = recorder.scores(output, score)
-    if tap.calls == 0:
-        raise LayerNotExecutedError(_not_run_message(f"Target layer {base!r}", _modules_that_ran(model, inputs)))
-    activations = tap.activations(layer)
-    class_index = resolve_classes(classes, logits.detach())
-    with torch.enable_grad():  # the user may call explain under torch.no_grad()
-        scores = logits.gather(1, class_index)
-    available: dict[str, torch.Tensor] = {"activations": activations.detach()}
-    if "gradients" in needs:
-        available["gradients"] = _gradients(scores, activations)
-    if "class_weights" in needs:
-        verdict = recorder.verdict(layer, activations, output, call)
-        if not verdict.exact:
-            raise HeadError(f"method 'cam' needs a global-average-pool + linear head; this model's head is {verdict.reason}")
-        if score == "output" and verdict.output != "scores":
-            raise HeadError(
-                f"CAM decomposes the pre-softmax score, but score='output' asks for the model's "
-                f"{verdict.output}, which are not linear in the pooled features; use score='logits' "
-                "(the default) or a gradient method such as 'gradcam'"
-            )
-        available["class_weights"] = verdict.weight.detach()[class_index]
-    if "score_maps" in needs:
-        from .rewrite import class_score_maps
-
-        dense = class_score_maps(model, inputs, fcmap_scale)
-        available["score_maps"] = dense.gather(1, class_index[:, :, None, None].expand(-1, -1, *dense.shape[2:]))
-
-    size = tuple(inputs.shape[-2:])
-    results = {}
-    for m in methods:
-        raw = m(**available)
-        results[m.name] = Explanation(
-            maps=finalize_maps(raw, size), raw=raw.detach(), classes=class_index,
-            scores=scores.detach(), target_layer=layer, method=m.name, logits=logits.detach(),
-            score_source=score_source,
-        )
+        results = _explain_augmented(model, inputs, methods, layers, classes, augment, *args)
     return results if not isinstance(method, str) else results[methods[0].name]

@@ -10,6 +10,11 @@ Inputs a method can ask for (batch-first):
 - ``gradients``: (N, K, C, h, w), d score_k / d activations for each of K classes.
 - ``class_weights``: (N, K, C), the final linear layer's weight rows of the classes
   (only for heads that are global-average-pool + linear).
+- ``scorer``: a :class:`camlens.Scorer` that re-runs the model on masked inputs or modified
+  activations (gradient-free methods: Score-CAM, Ablation-CAM, ...).
+
+Parameters with defaults are options, set through ``camlens.explain(..., top_k=64)``.
+A method returns (N, K, h, w) maps, or (N, 1, h, w) when it does not depend on the class.
 """
 
 from __future__ import annotations
@@ -33,13 +38,15 @@ class Method:
     fn: Callable
     needs: tuple[str, ...]
     paper: str
+    options: tuple[str, ...] = ()
 
     @property
     def summary(self) -> str:
         return (inspect.getdoc(self.fn) or "").split("\n")[0]
 
-    def __call__(self, **inputs):
-        return self.fn(**{name: inputs[name] for name in self.needs})
+    def __call__(self, options: dict | None = None, **inputs):
+        kwargs = {name: value for name, value in (options or {}).items() if name in self.options}
+        return self.fn(**{name: inputs[name] for name in self.needs}, **kwargs)
 
 
 _METHODS: dict[str, Method] = {}
@@ -49,11 +56,13 @@ def register_method(name: str, *, paper: str = "") -> Callable[[Callable], Calla
     """Register ``fn`` under ``name``; its parameter names declare what it needs."""
 
     def decorator(fn: Callable) -> Callable:
-        needs = tuple(
-            p.name for p in inspect.signature(fn).parameters.values()
-            if p.default is inspect.Parameter.empty and p.kind is not inspect.Parameter.VAR_KEYWORD
-        )
-        _METHODS[name] = Method(name, fn, needs, paper)
+        params = [
+            p for p in inspect.signature(fn).parameters.values()
+            if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+        ]
+        needs = tuple(p.name for p in params if p.default is inspect.Parameter.empty)
+        options = tuple(p.name for p in params if p.default is not inspect.Parameter.empty)
+        _METHODS[name] = Method(name, fn, needs, paper, options)
         return fn
 
     return decorator
@@ -77,5 +86,7 @@ def list_methods(pattern: str = "*") -> list[str]:
         >>> from camlens import list_methods
         >>> "gradcam" in list_methods() and "cam" in list_methods()
         True
+        >>> list_methods("*gradcam")
+        ['eigengradcam', 'gradcam', 'xgradcam']
     """
     return sorted(name for name in _METHODS if fnmatch.fnmatch(name, pattern))

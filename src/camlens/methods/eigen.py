@@ -1,0 +1,73 @@
+"""Eigen-CAM (Muhammad & Yeasin 2020) and Eigen-Grad-CAM: first principal component maps."""
+
+from __future__ import annotations
+
+import torch
+
+from ._registry import register_method
+
+__all__ = ["first_component", "eigencam", "eigengradcam"]
+
+
+def first_component(features: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Projection of each pixel's channel vector on the first principal component.
+
+    The (h*w, C) matrix of each map is centred over pixels and its first right singular vector
+    ``v`` found by SVD; the map is ``(X - mean) @ v``. The sign of an SVD is arbitrary, so it is
+    fixed to make the map correlate positively with ``reference`` (a map that shows the same
+    evidence, e.g. the mean activation); a map that is all zero stays zero (no NaN).
+
+    Args:
+        features: (..., C, h, w).
+        reference: (..., h, w) map whose sign the result follows.
+
+    Returns:
+        (..., h, w).
+    """
+    *lead, c, h, w = features.shape
+    x = features.reshape(-1, c, h * w).transpose(1, 2).float()
+    x = x - x.mean(dim=1, keepdim=True)
+    u, s, _ = torch.linalg.svd(x, full_matrices=False)
+    projection = u[..., 0] * s[..., :1]  # == x @ v_0
+    ref = reference.reshape(-1, h * w).float()
+    agreement = (projection * (ref - ref.mean(dim=1, keepdim=True))).sum(dim=1, keepdim=True)
+    sign = torch.where(agreement < 0, -1.0, 1.0)
+    return (projection * sign).reshape(*lead, h, w).to(features.dtype)
+
+
+@register_method("eigencam", paper="Muhammad & Yeasin 2020, Eigen-CAM: Class Activation Map using Principal Components")
+def eigencam(activations: torch.Tensor) -> torch.Tensor:
+    """Eigen-CAM: first principal component of the activations (class-agnostic).
+
+    Sign fixed so that the map agrees with the mean activation over channels.
+
+    Args:
+        activations: (N, C, h, w) output of the target layer.
+
+    Returns:
+        (N, 1, h, w) maps (the same for every class) before ReLU and normalisation.
+
+    Example:
+        >>> import torch
+        >>> a = torch.tensor([[0.0, 1.0, 2.0], [0.0, 2.0, 4.0]]).reshape(1, 2, 1, 3)
+        >>> eigencam(a).flatten().mul(5 ** 0.5).round()  # centred rank-1 data: +-sqrt(5)
+        tensor([-5.,  0.,  5.])
+    """
+    return first_component(activations, activations.mean(dim=1)).unsqueeze(1)
+
+
+@register_method("eigengradcam", paper="Eigen-CAM applied to gradient x activation, as in pytorch-grad-cam")
+def eigengradcam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    """Eigen-Grad-CAM: first principal component of gradient x activation.
+
+    Sign fixed so that the map agrees with the HiResCAM map ``sum_k g_k A_k``.
+
+    Args:
+        activations: (N, C, h, w) output of the target layer.
+        gradients: (N, K, C, h, w) gradient of each of K class scores w.r.t. the activations.
+
+    Returns:
+        (N, K, h, w) maps before ReLU and normalisation.
+    """
+    product = gradients * activations.unsqueeze(1)
+    return first_component(product, product.sum(dim=2))
