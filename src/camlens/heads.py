@@ -459,7 +459,7 @@ def analyze_ops(target: str, activation: torch.Tensor, output: torch.Tensor, ops
             f"refuses it.{out_note}{where} {_alternatives()}",
             w_avg, bias, kind="concat_pool", max_weight=w_max, **common,
         )
-    if not chain:
+    if all(isinstance(op.module, _PASS_THROUGH) or _is_reshape(op) for op in chain):
         return HeadVerdict(
             True, None,
             f"global-average-pool straight to the scores: each of the {channels} channels of {target!r} "

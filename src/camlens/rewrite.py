@@ -28,7 +28,7 @@ from torch import nn
 
 from ._modes import evaluation_mode
 from .errors import HeadError, InputError, LayerNotExecutedError
-from .heads import HeadOp, _continuous, _DROPOUT, _is_reshape, _score_tensor, _walk_chain, head_units
+from .heads import HeadOp, _continuous, _is_pooling, _DROPOUT, _is_reshape, _score_tensor, _walk_chain, head_units
 from .heads import analyze_head  # noqa: F401  (used in the examples)
 from .hooks import get_module, parse_layer_name
 
@@ -252,6 +252,12 @@ def fully_convolutional(
         raise HeadError(f"the map before {chain[0].label} is not (N, C, h, w); nothing to convolve")
     cut = producer.name
     pool = producer.module
+    if _is_pooling(pool) and fmap.shape[2] * fmap.shape[3] == 1 and not before:
+        raise HeadError(
+            f"{type(model).__name__} pools globally ({producer.label}) before its linear layers, so there is no "
+            "flattened map to make convolutional; a global-average-pool + linear head is already usable with "
+            "method='cam' (see camlens.analyze_head)"
+        )
     if isinstance(pool, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) and not before:
         if producer.input is None or tuple(producer.input.shape) != tuple(fmap.shape):
             raise InputError(
@@ -403,6 +409,7 @@ def finetune_head(
     weight_decay: float = 1e-4,
     val_loader: Iterable | None = None,
     progress: bool = True,
+    cache_features: bool = False,
 ) -> FinetuneHistory:
     """Train only ``model.fc`` (the head made by :func:`replace_head`), body frozen, with a progress bar.
 
@@ -416,6 +423,9 @@ def finetune_head(
         lr, weight_decay: Adam's.
         val_loader: if given, accuracy on it after each epoch.
         progress: show a tqdm bar.
+        cache_features: keep each batch's pooled body features from the first epoch and
+            train later epochs on them (the body is frozen, so they do not change). Only
+            when the loader yields the same images every epoch: no random augmentation.
     """
     if not isinstance(model, GapLinearModel):
         raise InputError(
@@ -429,18 +439,28 @@ def finetune_head(
     history = FinetuneHistory()
     was_training = model.fc.training
     model.fc.train()
+    cache: list[tuple[torch.Tensor, torch.Tensor]] = []
     try:
         for epoch in range(epochs):
             total_loss = correct = seen = 0.0
-            bar = tqdm(_batches(loader), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+            cached = cache_features and epoch > 0
+            if cached:
+                order = torch.randperm(len(cache)).tolist()
+                batches: Iterable = [cache[i] for i in order]
+            else:
+                batches = _batches(loader)
+            bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
             for x, y in bar:
-                x, y = x.to(device), y.to(device)
-                logits = model.fc(_pooled(model, x))
+                y = y.to(device)
+                pooled = x if cached else _pooled(model, x.to(device))
+                if cache_features and not cached:
+                    cache.append((pooled, y))
+                logits = model.fc(pooled)
                 loss = F.cross_entropy(logits, y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total_loss += float(loss) * len(y)
+                total_loss += float(loss.detach()) * len(y)
                 correct += float((logits.argmax(1) == y).sum())
                 seen += len(y)
                 bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
