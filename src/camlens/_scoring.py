@@ -83,9 +83,10 @@ class Scorer:
         progress: bool | None = None,
         gradient_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
         importance_fn: Callable[[], torch.Tensor] | None = None,
+        score: str = "logits",
     ) -> None:
         self.model, self.inputs, self.classes, self.scores, self.layer = model, inputs, classes, scores, layer
-        self.batch_size, self.progress = batch_size, progress
+        self.batch_size, self.progress, self.score = batch_size, progress, score
         self._gradient_fn, self._importance_fn = gradient_fn, importance_fn
         self._importance: torch.Tensor | None = None
         self._fast: nn.Module | None = None
@@ -102,7 +103,7 @@ class Scorer:
             x = make(sl)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            return self._select(model(x), index)
+            return self._select(model, x, index)
 
         return self._loop(count, size, run, "masked inputs")
 
@@ -130,14 +131,14 @@ class Scorer:
                 if state["broadcast"]:
                     try:
                         replace.value, replace.calls = value, 0
-                        out = self._select(model(image), index)
+                        out = self._select(model, image, index)
                         if out.shape[0] == value.shape[0]:
                             return out
                     except RuntimeError:
                         pass
                     state["broadcast"] = False
                 replace.value, replace.calls = value, 0
-                return self._select(model(image.expand(value.shape[0], *image.shape[1:])), index)
+                return self._select(model, image.expand(value.shape[0], *image.shape[1:]), index)
             finally:
                 handle.remove()
 
@@ -159,10 +160,14 @@ class Scorer:
         return self._importance
 
     # -- machinery ---------------------------------------------------------------------
-    def _select(self, output, index: int) -> torch.Tensor:
+    def _select(self, model: nn.Module, x: torch.Tensor, index: int) -> torch.Tensor:
+        """The explained classes' scores (pre-softmax unless ``score="output"``) of ``model(x)``."""
         from .explain import _logits
+        from .heads import HeadRecorder
 
-        logits = _logits(output)
+        with HeadRecorder(model) as recorder:
+            output = _logits(model(x))
+        logits, _ = recorder.scores(output, self.score)
         return logits[:, self.classes[index]]
 
     def _chunk(self, per_sample: int, cap: int, count: int) -> int:

@@ -215,6 +215,11 @@ def _modules_that_ran(model: nn.Module, inputs: torch.Tensor) -> list[str]:
 
 def _gradients(scores: torch.Tensor, activations: list[torch.Tensor]) -> list[torch.Tensor]:
     """d scores[:, k] / d activations for each k, in one batched backward: (N, K, C, h, w) each."""
+    with torch.enable_grad():  # the user may call explain under torch.no_grad()
+        return _batched_gradients(scores, activations)
+
+
+def _batched_gradients(scores: torch.Tensor, activations: list[torch.Tensor]) -> list[torch.Tensor]:
     n, k = scores.shape
     if not scores.requires_grad:
         raise LayerNotExecutedError("the class scores do not depend on the target layer; pick a layer on the path to the output")
@@ -257,35 +262,41 @@ def _resolve_layers(model: nn.Module, inputs: torch.Tensor, target_layer: Any) -
     return layers
 
 
-def _forward(model: nn.Module, inputs: torch.Tensor, layers: list[str], with_grad: bool, with_linear: bool = False):
-    """One forward (no grad before the first target layer) with a tap on every target layer."""
-    taps, linear_taps, handles = [], [], []
+def _forward(model: nn.Module, inputs: torch.Tensor, layers: list[str], with_grad: bool, score: str = "logits",
+             ops: bool = False):
+    """One forward (no grad before the first target layer) with a tap on every target layer.
+
+    Returns the model's output, the scores to explain (pre-softmax when the model ends in a
+    LogSoftmax/Softmax/Sigmoid module, see :class:`HeadRecorder`), what they are, the
+    activations of each layer and the head recorder (for CAM's verdict).
+    """
+    taps, handles = [], []
+    recorder = None
     try:
         for layer in layers:
             base, call = parse_layer_name(layer)
             taps.append(_TargetTap(call, with_grad))
             handles.append(get_module(model, base).register_forward_hook(taps[-1]))
-        if with_linear:
-            for name, sub in model.named_modules():
-                if isinstance(sub, nn.Linear):
-                    linear_taps.append(_LinearTap(name, sub))
-                    handles.append(sub.register_forward_hook(linear_taps[-1]))
+        recorder = HeadRecorder(model, get_module(model, parse_layer_name(layers[0])[0]), ops=ops)
         with evaluation_mode(model), torch.no_grad():
             output = model(inputs)
     finally:
         for handle in handles:
             handle.remove()
-    logits = _logits(output)
+        if recorder is not None:
+            recorder.remove()
+    output = _logits(output)
+    logits, score_source = recorder.scores(output, score)
     activations = []
     for layer, tap in zip(layers, taps):
         if tap.calls == 0:
             base, _ = parse_layer_name(layer)
             raise LayerNotExecutedError(_not_run_message(f"Target layer {base!r}", _modules_that_ran(model, inputs)))
         activations.append(tap.activations(layer))
-    return logits, activations, linear_taps
+    return output, logits, score_source, activations, recorder
 
 
-_INPUTS = ("activations", "gradients", "class_weights", "scorer")
+_INPUTS = ("activations", "gradients", "class_weights", "score_maps", "scorer")
 _AUGMENTS = {
     "flip": ((False, 1.0), (True, 1.0)),
     "tta": ((False, 1.0), (True, 1.0), (False, 1.15), (True, 1.15)),
@@ -319,10 +330,11 @@ def _fuse(maps: list[torch.Tensor], how: str) -> torch.Tensor:
     return stacked.mean(dim=0) if how == "mean" else stacked.amax(dim=0)
 
 
-def _scorer(model, inputs, layer, class_index, scores, activations, gradients, batch_size, progress) -> Scorer:
+def _scorer(model, inputs, layer, class_index, scores, activations, gradients, batch_size, progress, score) -> Scorer:
     def gradient_fn(x: torch.Tensor) -> torch.Tensor:
-        logits, (acts,), _ = _forward(model, x, [layer], with_grad=True)
-        return _gradients(logits.gather(1, class_index), [acts])[0]
+        _, logits, _, (acts,), _ = _forward(model, x, [layer], with_grad=True, score=score)
+        with torch.enable_grad():
+            return _gradients(logits.gather(1, class_index), [acts])[0]
 
     def importance_fn() -> torch.Tensor:
         grad = gradients if gradients is not None else gradient_fn(inputs)
@@ -330,16 +342,20 @@ def _scorer(model, inputs, layer, class_index, scores, activations, gradients, b
 
     return Scorer(
         model, inputs, class_index, scores.detach(), layer, batch_size=batch_size, progress=progress,
-        gradient_fn=gradient_fn, importance_fn=importance_fn,
+        gradient_fn=gradient_fn, importance_fn=importance_fn, score=score,
     )
 
 
-def _explain(model, inputs, methods, layers, classes, fuse, batch_size, progress, options) -> dict[str, Explanation]:
+def _explain(model, inputs, methods, layers, classes, fuse, batch_size, progress, options, score, fcmap_scale
+             ) -> dict[str, Explanation]:
     """One forward (and one backward for all gradient methods and classes) for every layer."""
     needs = {need for m in methods for need in m.needs}
-    logits, activations, linear_taps = _forward(model, inputs, layers, "gradients" in needs, "class_weights" in needs)
+    output, logits, score_source, activations, recorder = _forward(
+        model, inputs, layers, "gradients" in needs, score, ops="class_weights" in needs
+    )
     class_index = resolve_classes(classes, logits.detach())
-    scores = logits.gather(1, class_index)
+    with torch.enable_grad():  # the user may call explain under torch.no_grad()
+        scores = logits.gather(1, class_index)
     gradients = _gradients(scores, activations) if "gradients" in needs else [None] * len(layers)
     k = class_index.shape[1]
     raws: dict[str, list[torch.Tensor]] = {m.name: [] for m in methods}
@@ -348,15 +364,24 @@ def _explain(model, inputs, methods, layers, classes, fuse, batch_size, progress
         if grads is not None:
             available["gradients"] = grads
         if "class_weights" in needs:
-            verdict = check_gap_linear(
-                layer, acts, logits, [(t.name, t.module, t.input, t.output) for t in linear_taps]
-            )
+            verdict = recorder.verdict(layer, acts, output, parse_layer_name(layer)[1])
             if not verdict.exact:
                 raise HeadError(f"method 'cam' needs a global-average-pool + linear head; this model's head is {verdict.reason}")
+            if score == "output" and verdict.output != "scores":
+                raise HeadError(
+                    f"CAM decomposes the pre-softmax score, but score='output' asks for the model's "
+                    f"{verdict.output}, which are not linear in the pooled features; use score='logits' "
+                    "(the default) or a gradient method such as 'gradcam'"
+                )
             available["class_weights"] = verdict.weight.detach()[class_index]
+        if "score_maps" in needs:
+            from .rewrite import class_score_maps
+
+            dense = class_score_maps(model, inputs, fcmap_scale)
+            available["score_maps"] = dense.gather(1, class_index[:, :, None, None].expand(-1, -1, *dense.shape[2:]))
         if "scorer" in needs:
             available["scorer"] = _scorer(
-                model, inputs, layer, class_index, scores, available["activations"], grads, batch_size, progress
+                model, inputs, layer, class_index, scores, available["activations"], grads, batch_size, progress, score
             )
         for m in methods:
             raw = m(options, **available).detach()
@@ -374,7 +399,7 @@ def _explain(model, inputs, methods, layers, classes, fuse, batch_size, progress
             raw = _fuse([finalize_maps(r, finest) for r in per_layer], fuse)
         results[m.name] = Explanation(
             maps=maps, raw=raw, classes=class_index, scores=scores.detach(),
-            target_layer="+".join(layers), method=m.name, logits=logits.detach(),
+            target_layer="+".join(layers), method=m.name, logits=logits.detach(), score_source=score_source,
         )
     return results
 
@@ -415,6 +440,8 @@ def explain(
     augment: Any = None,
     batch_size: int | None = None,
     progress: bool | None = None,
+    score: str = "logits",
+    fcmap_scale: float = 2.0,
     **options: Any,
 ) -> Explanation | dict[str, Explanation]:
     """Class activation maps of ``model`` for ``inputs``.
@@ -440,6 +467,11 @@ def explain(
         batch_size: chunk size of the re-run forwards of gradient-free methods (default:
             from the memory available).
         progress: progress bar for gradient-free methods: ``None`` when slow, or forced.
+        score: what to explain when the model ends in a ``LogSoftmax``/``Softmax``/``Sigmoid``
+            module: ``"logits"`` (default), its input, the pre-softmax score; ``"output"``,
+            the (log-)probability itself. Recorded in ``Explanation.score_source``.
+        fcmap_scale: ``method="fcmap"`` only: how much to enlarge the image before running
+            the fully convolutional rewrite (VGG16 at 224 with 2: an 8×8 score map).
         **options: method options, e.g. ``top_k=64`` (Score-CAM fast mode), ``samples=``;
             each goes to the requested methods that take it.
 
@@ -456,12 +488,21 @@ def explain(
         >>> {name: tuple(e.maps.shape) for name, e in many.items()}
         {'gradcampp': (1, 3, 224, 224), 'layercam': (1, 3, 224, 224)}
     """
+    if not isinstance(model, nn.Module) and hasattr(model, "dls"):  # a fastai Learner
+        from .integrations.fastai_learner import learner_model_and_inputs
+
+        model, inputs = learner_model_and_inputs(model, inputs)
     _check_inputs(model, inputs)
     names = [method] if isinstance(method, str) else list(method)
     if not names:
         raise InputError("method is an empty list; name at least one method")
     methods = [get_method(name) for name in names]
     needs = {need for m in methods for need in m.needs}
+    if "gradients" in needs and torch.is_inference_mode_enabled():
+        raise InputError(
+            f"{names} need gradients, which torch.inference_mode() forbids; call explain outside "
+            "inference_mode (explain itself records only what the gradient needs)"
+        )
     unknown = needs - set(_INPUTS)
     if unknown:
         raise InputError(f"methods {names} need inputs camlens.explain cannot provide: {sorted(unknown)}")
@@ -469,7 +510,7 @@ def explain(
     if fuse not in ("mean", "max"):
         raise InputError(f"fuse={fuse!r} is not known; use 'mean' or 'max'")
     layers = _resolve_layers(model, inputs, target_layer)
-    args = (fuse, batch_size, progress, options)
+    args = (fuse, batch_size, progress, options, score, fcmap_scale)
     if augment is None or augment is False:
         results = _explain(model, inputs, methods, layers, classes, *args)
     else:
