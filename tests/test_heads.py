@@ -251,7 +251,7 @@ def test_fully_convolutional_reproduces_torchvision_logits(arch, vgg16):
 @pytest.mark.slow
 def test_fcmap_through_explain_is_the_dense_score_map(vgg16):
     x = torch.randn(1, 3, 224, 224)
-    e = camlens.explain(vgg16, x, method="fcmap", classes=[7, 300], fcmap_scale=2)
+    e = camlens.explain(vgg16, x, method="fcmap", target_layer="features.29", classes=[7, 300], fcmap_scale=2)
     assert e.raw.shape == (1, 2, 8, 8) and e.maps.shape == (1, 2, 224, 224) and e.method == "fcmap"
     fc = camlens.fully_convolutional(vgg16)
     with torch.no_grad():
