@@ -1,0 +1,249 @@
+"""The method family through camlens.explain: one pass, Score-CAM/Ablation-CAM against naive
+re-implementations of the published algorithms, fusion and test-time augmentation."""
+
+from unittest import mock
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import camlens
+from camlens.methods import GRADIENT_METHODS
+from camlens.postprocess import finalize_maps, normalize_maps
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 6, 3, stride=2, padding=1)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(6, 5)
+        with torch.no_grad():
+            self.conv2.weight[[0, 3]] = 0  # channels 0 and 3 are dead (all zero after the ReLU)
+            self.conv2.bias[[0, 3]] = -1
+            self.conv2.weight[1] = 2 * self.conv2.weight[2]  # channel 1 = 2 x channel 2: same mask
+            self.conv2.bias[1] = 2 * self.conv2.bias[2]
+
+    def forward(self, x):
+        x = self.relu(self.conv1(x))
+        x = self.relu2(self.conv2(x))
+        return self.fc(self.pool(x).flatten(1))
+
+    def relu2(self, x):
+        return self.act2(x)
+
+
+def tiny():
+    model = Tiny()
+    model.act2 = nn.ReLU()
+    return model
+
+
+@pytest.fixture
+def setup():
+    torch.manual_seed(1)
+    return tiny(), torch.randn(2, 3, 12, 12)
+
+
+def activations(model, x, name="act2"):
+    out = []
+    handle = camlens.get_module(model, name).register_forward_hook(lambda m, i, o: out.append(o.detach()))
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    return out[0]
+
+
+def test_six_gradient_methods_one_forward_one_backward(setup):
+    model, x = setup
+    calls = []
+    model.register_forward_pre_hook(lambda m, a: calls.append(1))
+    real_grad = torch.autograd.grad
+    with mock.patch("torch.autograd.grad", side_effect=real_grad) as grad:
+        results = camlens.explain(model, x, list(GRADIENT_METHODS), "act2", classes="top3")
+    assert len(calls) == 1 and grad.call_count == 1
+    for name, e in results.items():
+        alone = camlens.explain(model, x, name, "act2", classes="top3")
+        torch.testing.assert_close(e.raw, alone.raw)
+        assert e.maps.shape == (2, 3, 12, 12) and torch.isfinite(e.maps).all()
+
+
+def test_model_left_as_found(setup):
+    model, x = setup
+    model.train()
+    camlens.explain(model, x, ["gradcampp", "scorecam", "ablationcam", "eigencam"], "act2", classes=[0, 1])
+    assert model.training and all(m.training for m in model.modules())
+    assert all(p.grad is None for p in model.parameters())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def naive_scorecam(model, x, acts, cls):
+    """Wang et al.'s algorithm, one masked forward per channel (constant masks -> 0)."""
+    n, c = acts.shape[:2]
+    up = F.interpolate(acts, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    raw = []
+    for i in range(n):
+        scores = []
+        for k in range(c):
+            m = up[i, k]
+            span = m.max() - m.min()
+            mask = (m - m.min()) / span if span > 0 else torch.zeros_like(m)
+            with torch.no_grad():
+                scores.append(model(x[i : i + 1] * mask)[0, cls[i]])
+        w = torch.softmax(torch.stack(scores), 0)
+        raw.append((w[:, None, None] * acts[i]).sum(0))
+    return torch.stack(raw)[:, None]
+
+
+def test_scorecam_exact_matches_reference_and_skips_duplicates(setup):
+    model, x = setup
+    e = camlens.explain(model, x, "scorecam", "act2", batch_size=3)
+    acts = activations(model, x)
+    torch.testing.assert_close(e.raw, naive_scorecam(model, x, acts, e.classes[:, 0]), rtol=1e-4, atol=1e-5)
+    assert torch.isfinite(e.raw).all() and torch.isfinite(e.maps).all()
+
+
+def test_scorecam_scores_each_distinct_mask_once(setup):
+    model, x = setup
+    acts = activations(model, x)
+    from camlens._scoring import Scorer
+
+    counts = []
+    original = Scorer.score_inputs
+
+    def counting(self, index, make, count):
+        counts.append(count)
+        return original(self, index, make, count)
+
+    with mock.patch.object(Scorer, "score_inputs", counting):
+        camlens.explain(model, x, "scorecam", "act2")
+    # the dead channels 0 and 3 share the zero mask, channel 1 has the mask of channel 2
+    assert torch.equal(acts[:, 1], 2 * acts[:, 2]) and not acts[:, [0, 3]].any()
+    assert counts == [4, 4]
+
+
+def test_scorecam_fast_mode(setup):
+    model, x = setup
+    exact = camlens.explain(model, x, "scorecam", "act2")
+    torch.testing.assert_close(camlens.explain(model, x, "scorecam", "act2", top_k=6).raw, exact.raw)
+    fast = camlens.explain(model, x, "scorecam", "act2", top_k=2)
+    assert torch.isfinite(fast.maps).all() and fast.maps.shape == exact.maps.shape
+    with pytest.raises(camlens.InputError, match="top_k"):
+        camlens.explain(model, x, "gradcam", "act2", top_k=2)
+
+
+def test_sscam_without_noise_and_iscam_reference(setup):
+    model, x = setup
+    exact = camlens.explain(model, x, "scorecam", "act2")
+    ss = camlens.explain(model, x, "sscam", "act2", noise_std=0.0, samples=2)
+    torch.testing.assert_close(ss.raw, exact.raw, rtol=1e-4, atol=1e-6)
+    # IS-CAM: mean score over accumulated masks c_i H_k, c_i = sum_{j<=i} j/N
+    e = camlens.explain(model, x, "iscam", "act2", samples=3)
+    acts = activations(model, x)
+    up = F.interpolate(acts, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    coeffs = [1 / 3, 1 / 3 + 2 / 3, 1 / 3 + 2 / 3 + 1]
+    for i in range(2):
+        scores = []
+        for k in range(6):
+            m = up[i, k]
+            span = m.max() - m.min()
+            mask = (m - m.min()) / span if span > 0 else torch.zeros_like(m)
+            with torch.no_grad():
+                s = sum(model(x[i : i + 1] * c * mask)[0, e.classes[i, 0]] for c in coeffs) / 3
+            scores.append(s)
+        w = torch.softmax(torch.stack(scores), 0)
+        torch.testing.assert_close(e.raw[i, 0], (w[:, None, None] * acts[i]).sum(0), rtol=1e-4, atol=1e-6)
+
+
+def test_ablationcam_matches_reference(setup):
+    model, x = setup
+    e = camlens.explain(model, x, "ablationcam", "act2", classes=[2, 4])
+    acts = activations(model, x)
+    with torch.no_grad():
+        y = model(x)[:, [2, 4]]
+    for i in range(2):
+        ablated = []
+        for k in range(6):
+            def zero(m, a, o, k=k):
+                o = o.clone()
+                o[:, k] = 0
+                return o
+
+            handle = model.act2.register_forward_hook(zero)
+            with torch.no_grad():
+                ablated.append(model(x[i : i + 1])[0, [2, 4]])
+            handle.remove()
+        w = (y[i] - torch.stack(ablated)) / y[i]  # (C, K)
+        expected = torch.einsum("ck,chw->khw", w, acts[i])
+        torch.testing.assert_close(e.raw[i], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_smoothgradcampp_without_noise_is_gradcampp(setup):
+    model, x = setup
+    plain = camlens.explain(model, x, "gradcampp", "act2", classes="top2")
+    smooth = camlens.explain(model, x, "smoothgradcampp", "act2", classes="top2", noise_std=0.0, samples=3)
+    torch.testing.assert_close(smooth.raw, plain.raw, rtol=1e-4, atol=1e-6)
+    # at conv1 the gradient depends on the input (through the ReLU), so the noise matters
+    plain = camlens.explain(model, x, "gradcampp", "conv1", classes="top2")
+    noisy = camlens.explain(model, x, "smoothgradcampp", "conv1", classes="top2", samples=3)
+    again = camlens.explain(model, x, "smoothgradcampp", "conv1", classes="top2", samples=3)
+    torch.testing.assert_close(noisy.raw, again.raw)  # seeded
+    assert not torch.allclose(noisy.raw, plain.raw)
+
+
+def test_eigencam_is_class_agnostic(setup):
+    model, x = setup
+    e = camlens.explain(model, x, "eigencam", "act2", classes="top3")
+    assert e.raw.shape == (2, 3, 6, 6) and torch.equal(e.raw[:, 0], e.raw[:, 2])
+
+
+@pytest.mark.parametrize("fuse", ["mean", "max"])
+def test_layer_fusion(setup, fuse):
+    model, x = setup
+    fused = camlens.explain(model, x, ["gradcam", "layercam"], ["conv1", "act2"], classes=[1], fuse=fuse)
+    for name, e in fused.items():
+        parts = [camlens.explain(model, x, name, layer, classes=[1]).maps for layer in ("conv1", "act2")]
+        stacked = torch.stack(parts)
+        expected = normalize_maps(stacked.mean(0) if fuse == "mean" else stacked.amax(0))
+        torch.testing.assert_close(e.maps, expected)
+        assert e.target_layer == "conv1+act2" and e.raw.shape[-2:] == (12, 12)
+
+
+def test_tta_maps_back_and_averages(setup):
+    model, x = setup
+    plain = camlens.explain(model, x, "gradcam", "act2")
+    same = camlens.explain(model, x, "gradcam", "act2", augment=[(False, 1.0)])
+    torch.testing.assert_close(same.maps, plain.maps)
+    flip = camlens.explain(model, x, "gradcam", "act2", augment="flip")
+    mirrored = camlens.explain(model, x.flip(-1), "gradcam", "act2", classes=plain.classes)
+    expected = normalize_maps((plain.maps + mirrored.maps.flip(-1)) / 2)
+    torch.testing.assert_close(flip.maps, expected)
+    tta = camlens.explain(model, x, "gradcam", "act2", augment="tta")
+    assert tta.maps.shape == plain.maps.shape and torch.equal(tta.classes, plain.classes)
+    with pytest.raises(camlens.InputError, match="augment"):
+        camlens.explain(model, x, "gradcam", "act2", augment="rotate")
+
+
+def test_bad_fuse_and_unknown_option(setup):
+    model, x = setup
+    with pytest.raises(camlens.InputError, match="fuse"):
+        camlens.explain(model, x, "gradcam", ["conv1", "act2"], fuse="median")
+    with pytest.raises(camlens.InputError, match="samples"):
+        camlens.explain(model, x, ["gradcam", "scorecam"], "act2", samples=3)
+
+
+def test_scorecam_on_torchvision_resnet_and_dead_layer_no_nan():
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.resnet18(num_classes=4)
+    with torch.no_grad():
+        model.layer4[1].bn2.weight.zero_()
+        model.layer4[1].bn2.bias.fill_(-1.0)
+        model.layer4[1].conv2.weight.zero_()
+    x = torch.randn(1, 3, 32, 32)  # layer4: 1x1, every channel constant
+    e = camlens.explain(model, x, ["scorecam", "ablationcam", "eigencam", "gradcampp", "xgradcam"], "layer4")
+    for r in e.values():
+        assert torch.isfinite(r.raw).all() and torch.isfinite(r.maps).all()
