@@ -1,4 +1,4 @@
-"""The ``camlens`` command line: ``explain``, ``demo``, ``layers``, ``methods``.
+"""The ``camlens`` command line: ``explain``, ``demo``, ``layers``, ``methods``, ``evaluate``.
 
 Thin on purpose: it parses arguments, loads inputs, calls the library, writes files.
 Bad input gives one line on stderr and exit code 2, never a traceback, and nothing
@@ -169,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("methods", help="list the CAM methods")
     p.set_defaults(func=cmd_methods)
+
+    from .cli_evaluate import add_evaluate_parser
+
+    add_evaluate_parser(sub, _add_model_options)
     return parser
 
 

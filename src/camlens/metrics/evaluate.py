@@ -241,6 +241,10 @@ def evaluate(
     if explain_batch_size < 1:
         raise InputError(f"explain_batch_size must be at least 1, got {explain_batch_size}")
     class_index = resolve_classes(classes, logits_in_batches(model, inputs, batch_size))
+    if target_layer is None:  # found once, so no method's time includes the search
+        from ..layers import find_target_layer
+
+        target_layer = find_target_layer(model, tuple(inputs.shape[1:]))
     settings = dict(step=step, deletion_baseline=deletion_baseline, insertion_baseline=insertion_baseline,
                     confidence_baseline=confidence_baseline, score=score, tolerance=tolerance, threshold=threshold)
     evaluation = Evaluation(settings=dict(settings, images=inputs.shape[0]))
