@@ -23,7 +23,8 @@ from .models import LoadedModel, load_model
 from .visualize import apply_colormap, overlay, plot_explanation, save_figure, save_image
 from .hooks import Captured, Hook, Hooks, capture, get_module
 from .layers import ModelDescription, describe, find_target_layer, trace_model
-from .methods import get_method, list_methods, register_method
+from ._scoring import Scorer
+from .methods import GRADIENT_METHODS, get_method, list_methods, register_method
 from .postprocess import finalize_maps, normalize_maps, upsample_maps
 from .stats import ActivationStats, LayerStats
 
@@ -37,7 +38,7 @@ __all__ = [
     "FullyConvolutional", "GapLinearModel", "FinetuneHistory",
     "Captured", "Hook", "Hooks", "capture", "get_module",
     "ModelDescription", "describe", "find_target_layer", "trace_model",
-    "get_method", "list_methods", "register_method",
+    "get_method", "list_methods", "register_method", "GRADIENT_METHODS", "Scorer",
     "finalize_maps", "normalize_maps", "upsample_maps",
     "imagenet_classes", "load_image", "preprocess", "sample_images", "LoadedModel", "load_model",
     "apply_colormap", "overlay", "plot_explanation", "save_figure", "save_image",

@@ -1,0 +1,252 @@
+"""Benchmark of the CAM method family: speed against a plain forward and against the peers,
+and agreement (Pearson r) with the peers' implementations of the same methods.
+
+One command, CPU::
+
+    pip install -e ".[bench]"          # pytorch-grad-cam 1.5.x and torchcam 0.5.x (bench extra only)
+    python benchmarks/bench_methods.py            # full run, a few minutes on 2 cores
+    python benchmarks/bench_methods.py --quick    # smaller sizes, about a minute
+
+Sections:
+
+1. resnet50 (random weights), batch 8 at ``layer4``: each gradient method alone, all six in
+   one call, and top-5 vs top-1 classes, as ratios of a plain ``torch.no_grad`` forward.
+2. Score-CAM, resnet18 (random weights) batch 1 at ``layer4`` and the pretrained
+   EfficientNet-Lite0 on a real photo: camlens exact and fast (``top_k=64``) against
+   pytorch-grad-cam and torchcam, with Pearson r of the maps.
+3. Agreement: Pearson r of every camlens method with the peer implementation of the same
+   method on the pretrained EfficientNet-Lite0 and the sample photos.
+
+Timings are the best of a few repeats (the machine may be shared); peers run in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+import camlens
+from camlens.methods import GRADIENT_METHODS
+
+warnings.filterwarnings("ignore")
+
+
+def best_time(fn, repeats: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean over images of the Pearson r between two (N, H, W) map stacks."""
+    rs = []
+    for x, y in zip(a.flatten(1).double(), b.flatten(1).double()):
+        x, y = x - x.mean(), y - y.mean()
+        denominator = x.norm() * y.norm()
+        rs.append(float((x * y).sum() / denominator) if denominator > 0 else float("nan"))
+    return sum(rs) / len(rs)
+
+
+def as_maps(cam, size) -> torch.Tensor:
+    """A peer's maps (numpy or tensor, (N, h, w)) -> (N, H, W) ReLU'd, upsampled, normalised."""
+    t = torch.as_tensor(cam).float()
+    return camlens.finalize_maps(t.unsqueeze(1), size)[:, 0]
+
+
+def quiet(fn):
+    with contextlib.redirect_stderr(io.StringIO()):
+        return fn()
+
+
+# ---------------------------------------------------------------- peers
+def pgc_cam(name, model, layer_module, x, classes, **kwargs):
+    import pytorch_grad_cam as pgc
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    cls = {
+        "gradcam": pgc.GradCAM, "gradcampp": pgc.GradCAMPlusPlus, "xgradcam": pgc.XGradCAM,
+        "layercam": pgc.LayerCAM, "hirescam": pgc.HiResCAM, "eigengradcam": pgc.EigenGradCAM,
+        "eigencam": pgc.EigenCAM, "scorecam": pgc.ScoreCAM, "ablationcam": pgc.AblationCAM,
+    }[name]
+    with cls(model=model, target_layers=[layer_module], **kwargs) as cam:
+        return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in classes])
+
+
+def torchcam_cam(name, model, layer, x, classes, **kwargs):
+    from torchcam import methods as tc
+
+    cls = {
+        "gradcam": tc.GradCAM, "gradcampp": tc.GradCAMpp, "xgradcam": tc.XGradCAM, "layercam": tc.LayerCAM,
+        "smoothgradcampp": tc.SmoothGradCAMpp, "scorecam": tc.ScoreCAM, "sscam": tc.SSCAM, "iscam": tc.ISCAM,
+    }[name]
+    model.eval()
+    with cls(model, layer, input_shape=tuple(x.shape[1:]), **kwargs) as extractor:
+        grad = name in ("gradcam", "gradcampp", "xgradcam", "layercam", "smoothgradcampp")
+        with torch.set_grad_enabled(grad):
+            out = model(x)
+        cams = extractor([int(c) for c in classes], out)
+    return cams[0].detach()
+
+
+PGC = {"gradcam", "gradcampp", "xgradcam", "layercam", "hirescam", "eigengradcam", "eigencam", "scorecam", "ablationcam"}
+TORCHCAM = {"gradcam", "gradcampp", "xgradcam", "layercam", "smoothgradcampp", "scorecam", "sscam", "iscam"}
+
+
+def have(module: str) -> bool:
+    try:
+        __import__(module)
+        return True
+    except ImportError:
+        return False
+
+
+# ---------------------------------------------------------------- sections
+def bench_gradient(args) -> None:
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50().eval()
+    x = torch.randn(args.batch, 3, args.size, args.size)
+    print(f"\n## Gradient methods: resnet50, batch {args.batch}, {args.size}x{args.size}, layer4 (ratio to a no-grad forward)")
+
+    def forward():
+        with torch.no_grad():
+            model(x)
+
+    base = best_time(forward, args.repeats)
+    print(f"plain forward: {base:.3f} s")
+    rows = []
+    for name in GRADIENT_METHODS:
+        t = best_time(lambda: camlens.explain(model, x, name, "layer4"), args.repeats)
+        rows.append((name, t))
+    for name, t in rows:
+        print(f"  {name:<14} {t:.3f} s  {t / base:.3f}x forward")
+    t_all = best_time(lambda: camlens.explain(model, x, list(GRADIENT_METHODS), "layer4"), args.repeats)
+    print(f"  all six in one call: {t_all:.3f} s  {t_all / base:.3f}x forward")
+    t1 = best_time(lambda: camlens.explain(model, x, "gradcam", "layer4", classes="top1"), args.repeats)
+    t5 = best_time(lambda: camlens.explain(model, x, "gradcam", "layer4", classes="top5"), args.repeats)
+    print(f"  gradcam top-5 classes: {t5:.3f} s  {t5 / t1:.3f}x top-1")
+    if have("pytorch_grad_cam"):
+        classes = [0] * args.batch
+        t = best_time(lambda: pgc_cam("gradcam", model, model.layer4, x, classes), args.repeats)
+        print(f"  peer pytorch-grad-cam GradCAM: {t:.3f} s  {t / base:.3f}x forward")
+    if have("torchcam"):
+        t = best_time(lambda: torchcam_cam("gradcam", model, "layer4", x, [0] * args.batch), args.repeats)
+        print(f"  peer torchcam GradCAM: {t:.3f} s  {t / base:.3f}x forward")
+
+
+def score_row(label, model, layer, x, top_k, peers) -> None:
+    size = tuple(x.shape[-2:])
+    cls = camlens.explain(model, x, "gradcam", layer).classes
+    times, maps = {}, {}
+    start = time.perf_counter()
+    maps["exact"] = camlens.explain(model, x, "scorecam", layer, classes=cls, progress=False).maps[:, 0]
+    times["exact"] = time.perf_counter() - start
+    start = time.perf_counter()
+    maps["fast"] = camlens.explain(model, x, "scorecam", layer, classes=cls, top_k=top_k, progress=False).maps[:, 0]
+    times["fast"] = time.perf_counter() - start
+    module = camlens.get_module(model, layer.split(":")[0])
+    if "pytorch-grad-cam" in peers:
+        start = time.perf_counter()
+        maps["pytorch-grad-cam"] = as_maps(quiet(lambda: pgc_cam("scorecam", model, module, x, cls[:, 0])), size)
+        times["pytorch-grad-cam"] = time.perf_counter() - start
+    if "torchcam" in peers and ":" not in layer:
+        start = time.perf_counter()
+        maps["torchcam"] = as_maps(torchcam_cam("scorecam", model, layer, x, cls[:, 0].tolist()), size)
+        times["torchcam"] = time.perf_counter() - start
+    peer_times = [times[p] for p in ("pytorch-grad-cam", "torchcam") if p in times]
+    fastest = min(peer_times) if peer_times else None
+    print(f"\n### Score-CAM, {label}")
+    print("| implementation | time (s) | speed-up vs faster peer | r vs camlens exact | r vs pytorch-grad-cam | r vs torchcam |")
+    print("|---|---|---|---|---|---|")
+    for name in ("exact", "fast", "pytorch-grad-cam", "torchcam"):
+        if name not in times:
+            continue
+        label_name = {"exact": "camlens exact", "fast": f"camlens fast (top_k={top_k})"}.get(name, name)
+        speed = f"{fastest / times[name]:.2f}x" if fastest else "-"
+        r = [f"{pearson(maps[name], maps[o]):.4f}" if o in maps and o != name else "-"
+             for o in ("exact", "pytorch-grad-cam", "torchcam")]
+        print(f"| {label_name} | {times[name]:.2f} | {speed} | {' | '.join(r)} |")
+
+
+def bench_scorecam(args) -> None:
+    import torchvision
+
+    peers = [p for p, m in (("pytorch-grad-cam", "pytorch_grad_cam"), ("torchcam", "torchcam")) if have(m)]
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    photos = camlens.images.sample_images()
+    loaded = camlens.models.load_model("efficientnet_lite0")
+    x = loaded.preprocess([photos["chelsea"]])
+    if args.quick:
+        x = F.interpolate(x, size=(args.size, args.size), mode="bilinear")
+    score_row(f"resnet18 (random weights), batch 1, {tuple(x.shape[-2:])}, layer4", model, "layer4", x, args.top_k, peers)
+    score_row("EfficientNet-Lite0 (pretrained), 'chelsea', _bn1", loaded.model, "_bn1",
+              loaded.preprocess([photos["chelsea"]]), args.top_k, peers)
+
+
+def bench_agreement(args) -> None:
+    loaded = camlens.models.load_model("efficientnet_lite0")
+    # _bn1 (the head's 1280-channel 7x7 map before ReLU6) runs once; the peers' hooks cannot
+    # pick call 1 of the reused _swish module that camlens's default target is.
+    model, layer = loaded.model, "_bn1"
+    module = camlens.get_module(model, layer)
+    photos = camlens.images.sample_images()
+    names = ["chelsea", "coffee"] if args.quick else list(photos)
+    x = loaded.preprocess([photos[n] for n in names])
+    size = tuple(x.shape[-2:])
+    print(f"\n## Agreement with the peers: EfficientNet-Lite0 (pretrained), photos {names}, layer {layer}")
+    print("Pearson r between the final maps (ReLU, bilinear upsampling, min-max), mean over photos.")
+    print("| method | pytorch-grad-cam | torchcam |")
+    print("|---|---|---|")
+    methods = list(GRADIENT_METHODS) + ["eigencam", "smoothgradcampp", "scorecam", "ablationcam", "sscam", "iscam"]
+    slow = {"scorecam", "ablationcam", "sscam", "iscam"}
+    for name in methods:
+        xs = x[:1] if name in slow else x
+        options = {"samples": 2} if name in ("sscam", "iscam") else {}
+        if name in ("sscam", "iscam") and args.quick:
+            print(f"| {name} | - | (skipped in --quick) |")
+            continue
+        ours = camlens.explain(model, xs, name, layer, progress=False, **options)
+        cls = ours.classes[:, 0]
+        cells = []
+        if name in PGC and have("pytorch_grad_cam"):
+            cells.append(f"{pearson(ours.maps[:, 0], as_maps(quiet(lambda: pgc_cam(name, model, module, xs, cls)), size)):.4f}")
+        else:
+            cells.append("-")
+        if name in TORCHCAM and have("torchcam"):
+            kwargs = {"num_samples": 2} if name in ("sscam", "iscam") else {}
+            cam = quiet(lambda: torchcam_cam(name, model, layer, xs, cls.tolist(), **kwargs))
+            cells.append(f"{pearson(ours.maps[:, 0], as_maps(cam, size)):.4f}")
+        else:
+            cells.append("-")
+        print(f"| {name} | {cells[0]} | {cells[1]} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer photos")
+    parser.add_argument("--only", choices=["gradient", "scorecam", "agreement"], help="run one section")
+    parser.add_argument("--top-k", type=int, default=64, help="channels scored by Score-CAM's fast mode")
+    args = parser.parse_args()
+    args.batch, args.size, args.repeats = (2, 112, 2) if args.quick else (8, 224, 3)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    sections = {"gradient": bench_gradient, "scorecam": bench_scorecam, "agreement": bench_agreement}
+    for key, fn in sections.items():
+        if args.only in (None, key):
+            fn(args)
+
+
+if __name__ == "__main__":
+    main()
