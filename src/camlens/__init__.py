@@ -27,6 +27,7 @@ from ._scoring import Scorer
 from .methods import GRADIENT_METHODS, get_method, list_methods, register_method
 from .postprocess import finalize_maps, normalize_maps, upsample_maps
 from .stats import ActivationStats, LayerStats
+from . import metrics  # noqa: F401  (camlens.metrics: faithfulness and localization)
 
 __version__ = "0.1.0"
 
