@@ -19,6 +19,14 @@ import torchvision
 from torch import nn
 
 import camlens
+
+
+def shrink(path: Path) -> Path:
+    """Keep the committed PNGs small: a 64-colour palette."""
+    from PIL import Image
+
+    Image.open(path).convert("RGB").quantize(64).save(path, optimize=True)
+    return path
 from camlens.images import preprocess, sample_images
 
 
@@ -58,7 +66,7 @@ def main() -> None:
     e = camlens.explain(model, x, method="gradcam")
     print(f"\nGrad-CAM at {e.target_layer!r}: raw {tuple(e.raw.shape)}; score explained: {e.score_source}")
     figure = camlens.plot_explanation([photo.resize((224, 224))], e)
-    print("wrote", camlens.save_figure(figure, out_dir / "heads_fastai_gradcam.png", dpi=60))
+    print("wrote", shrink(camlens.save_figure(figure, out_dir / "heads_fastai_gradcam.png", dpi=60)))
 
 
 if __name__ == "__main__":

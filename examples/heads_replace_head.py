@@ -26,6 +26,14 @@ import torch.nn.functional as F
 import torchvision
 
 import camlens
+
+
+def shrink(path: Path) -> Path:
+    """Keep the committed PNGs small: a 64-colour palette."""
+    from PIL import Image
+
+    Image.open(path).convert("RGB").quantize(64).save(path, optimize=True)
+    return path
 from camlens.models import load_model
 
 
@@ -71,8 +79,7 @@ def run(name, body, size, mean, std, out_dir: Path, epochs: int, n_train: int, n
     images = [pictures[i] for i in shown[:6]]
     six = {k: _first(v, 6) for k, v in both.items()}
     figure = camlens.plot_explanation(images, six, class_names=[str(d) for d in range(10)])
-    figure.suptitle(f"{name} body + GAP + linear head, fine-tuned on digits: CAM = Grad-CAM", fontsize=10)
-    path = camlens.save_figure(figure, out_dir / f"heads_replace_head_{name.split()[0].lower()}.png", dpi=60)
+    path = shrink(camlens.save_figure(figure, out_dir / f"heads_replace_head_{name.split()[0].lower()}.png", dpi=60))
     print(f"wrote {path}")
     return history
 
@@ -90,10 +97,10 @@ def main() -> None:
     torch.manual_seed(0)
     lite0 = load_model("efficientnet_lite0")
     run("EfficientNet-Lite0 (pretrained)", lite0.model, 96, lite0.mean[0], lite0.std[0], out_dir,
-        epochs=30, n_train=1200, n_test=597)
+        epochs=30, n_train=1000, n_test=400)
     torch.manual_seed(0)
     vgg16 = torchvision.models.vgg16()  # random weights: see the module docstring
-    run("VGG16 (random weights)", vgg16, 64, 0.5, 0.25, out_dir, epochs=30, n_train=600, n_test=300)
+    run("VGG16 (random weights)", vgg16, 64, 0.5, 0.25, out_dir, epochs=30, n_train=500, n_test=200)
 
 
 if __name__ == "__main__":

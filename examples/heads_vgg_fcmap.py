@@ -21,6 +21,14 @@ import torch
 import torchvision
 
 import camlens
+
+
+def shrink(path: Path) -> Path:
+    """Keep the committed PNGs small: a 64-colour palette."""
+    from PIL import Image
+
+    Image.open(path).convert("RGB").quantize(64).save(path, optimize=True)
+    return path
 from camlens.images import preprocess, sample_images
 
 
@@ -42,8 +50,7 @@ def main() -> None:
     out = camlens.explain(model, x, method=["fcmap", "gradcam"], fcmap_scale=2)
     print(f"fcmap raw {tuple(out['fcmap'].raw.shape)}, gradcam raw {tuple(out['gradcam'].raw.shape)}")
     figure = camlens.plot_explanation([photo.resize((224, 224))], out)
-    figure.suptitle("VGG16 (random weights): fcmap 8×8 at 448 vs Grad-CAM 14×14", fontsize=9)
-    print("wrote", camlens.save_figure(figure, out_dir / "heads_vgg16_fcmap.png", dpi=60))
+    print("wrote", shrink(camlens.save_figure(figure, out_dir / "heads_vgg16_fcmap.png", dpi=60)))
 
 
 if __name__ == "__main__":

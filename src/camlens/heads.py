@@ -355,12 +355,12 @@ def analyze_ops(target: str, activation: torch.Tensor, output: torch.Tensor, ops
     out_kind = OUTPUT_TRANSFORMS[type(transform.module)] if transform else "scores"
     score_layer = transform.name if transform else None
     softmax_note = (
-        f" The model outputs {out_kind} ({transform.label}); CAM decomposes its input, the "
+        f" The model outputs {out_kind} from {transform.label}; CAM decomposes its input, the "
         "pre-softmax score, which camlens.explain explains by default (score='output' for the "
         "output itself)." if transform else ""
     )
     out_note = (
-        f" The model outputs {out_kind} ({transform.label}); camlens.explain explains the pre-softmax "
+        f" The model outputs {out_kind} from {transform.label}; camlens.explain explains the pre-softmax "
         "score by default." if transform else ""
     )
     common = dict(ops=labels, output=out_kind, score_layer=score_layer)

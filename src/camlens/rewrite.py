@@ -424,7 +424,8 @@ def finetune_head(
         val_loader: if given, accuracy on it after each epoch.
         progress: show a tqdm bar.
         cache_features: keep each batch's pooled body features from the first epoch and
-            train later epochs on them (the body is frozen, so they do not change). Only
+            train later epochs on them (the body is frozen, so they do not change; the same for
+            ``val_loader``). Only
             when the loader yields the same images every epoch: no random augmentation.
     """
     if not isinstance(model, GapLinearModel):
@@ -440,6 +441,7 @@ def finetune_head(
     was_training = model.fc.training
     model.fc.train()
     cache: list[tuple[torch.Tensor, torch.Tensor]] = []
+    val_cache: list[tuple[torch.Tensor, torch.Tensor]] = []
     try:
         for epoch in range(epochs):
             total_loss = correct = seen = 0.0
@@ -467,7 +469,14 @@ def finetune_head(
             history.loss.append(total_loss / max(seen, 1))
             history.accuracy.append(correct / max(seen, 1))
             if val_loader is not None:
-                history.val_accuracy.append(evaluate_head(model, val_loader, device))
+                if cache_features:
+                    if not val_cache:
+                        val_cache.extend((_pooled(model, x.to(device)), y.to(device)) for x, y in _batches(val_loader))
+                    with torch.no_grad():
+                        hits = sum(int((model.fc(p).argmax(1) == y).sum()) for p, y in val_cache)
+                    history.val_accuracy.append(hits / max(sum(len(y) for _, y in val_cache), 1))
+                else:
+                    history.val_accuracy.append(evaluate_head(model, val_loader, device))
     finally:
         model.fc.train(was_training)
         for p in model.fc.parameters():
