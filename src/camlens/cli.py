@@ -129,7 +129,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
     for name in list_methods():
         method = get_method(name)
-        print(f"{name:14s} {method.summary}  [{method.paper}]")
+        print(f"{name:16s} {method.summary}  [{method.paper}]")
     return 0
 
 
