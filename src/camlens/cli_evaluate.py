@@ -51,6 +51,8 @@ def add_evaluate_parser(sub: Any, add_model_options: Callable[[argparse.Argument
     p.add_argument("--batch-size", type=int, default=32, help="perturbed images per forward pass")
     p.add_argument("--max-seconds", type=float, default=None,
                    help="explaining-time budget per method: slow methods use fewer images (reported)")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="Score-CAM family fast mode: score only the top K channels (explain's top_k)")
     p.add_argument("--seed", type=int, default=0, help="seed of the built-in datasets and training")
     p.add_argument("--plot", help="write the deletion/insertion curves to this PNG")
     p.add_argument("--json", dest="json_path", help="write the per-method means to this JSON file")
@@ -157,6 +159,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         step=step, deletion_baseline=args.deletion_baseline, insertion_baseline=args.insertion_baseline,
         tolerance=tolerance, threshold=args.threshold, batch_size=args.batch_size,
         max_seconds_per_method=args.max_seconds,
+        explain_options={"top_k": args.top_k} if args.top_k else None,
     )
     print(result.table())
     print(f"\n{setup['inputs'].shape[0]} images; step {step}, deletion baseline {args.deletion_baseline}, "

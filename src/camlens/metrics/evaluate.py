@@ -147,13 +147,16 @@ def evaluate_maps(
     return result
 
 
-def _explain_timed(model, inputs, method, target_layer, classes, batch_size, budget):
+def _explain_timed(model, inputs, method, target_layer, classes, batch_size, budget, options):
     """Maps of ``method`` for as many images as ``budget`` seconds allow (all without one)."""
     from ..explain import explain
+    from ..methods import get_method
 
+    taken = getattr(get_method(method), "options", ())
+    options = {key: value for key, value in (options or {}).items() if key in taken}
     n = inputs.shape[0]
     started = time.perf_counter()
-    first = explain(model, inputs[:1], method=method, target_layer=target_layer, classes=classes[:1])
+    first = explain(model, inputs[:1], method=method, target_layer=target_layer, classes=classes[:1], **options)
     limit = n
     if budget is not None:
         per_image = time.perf_counter() - started
@@ -161,7 +164,8 @@ def _explain_timed(model, inputs, method, target_layer, classes, batch_size, bud
     parts = [first.maps]
     for start in range(1, limit, batch_size):
         stop = min(start + batch_size, limit)
-        out = explain(model, inputs[start:stop], method=method, target_layer=target_layer, classes=classes[start:stop])
+        out = explain(model, inputs[start:stop], method=method, target_layer=target_layer, classes=classes[start:stop],
+                      **options)
         parts.append(out.maps)
     seconds = time.perf_counter() - started
     return torch.cat(parts), limit, seconds / limit
@@ -185,6 +189,7 @@ def evaluate(
     batch_size: int = 64,
     explain_batch_size: int = 16,
     max_seconds_per_method: float | None = None,
+    explain_options: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> Evaluation:
     """Explain ``inputs`` with each method and score the maps: faithfulness and localization.
@@ -214,6 +219,8 @@ def evaluate(
         explain_batch_size: images per :func:`camlens.explain` call.
         max_seconds_per_method: time budget for explaining: a slow method (Score-CAM on a
             big model) is evaluated on as many of the first images as fit (at least one).
+        explain_options: method options for :func:`camlens.explain` (e.g. ``{"top_k": 64}``,
+            Score-CAM's fast mode); each method gets only the options it takes.
         progress: show progress bars.
 
     Returns:
@@ -247,13 +254,13 @@ def evaluate(
         target_layer = find_target_layer(model, tuple(inputs.shape[1:]))
     settings = dict(step=step, deletion_baseline=deletion_baseline, insertion_baseline=insertion_baseline,
                     confidence_baseline=confidence_baseline, score=score, tolerance=tolerance, threshold=threshold)
-    evaluation = Evaluation(settings=dict(settings, images=inputs.shape[0]))
+    evaluation = Evaluation(settings=dict(settings, images=inputs.shape[0], explain_options=explain_options or {}))
     bar = tqdm(names, desc="methods", unit="method", disable=not progress or len(names) < 2)
     for name in bar:
         bar.set_postfix_str(name)
         try:
             maps, used, seconds = _explain_timed(model, inputs, name, target_layer, class_index,
-                                                 explain_batch_size, max_seconds_per_method)
+                                                 explain_batch_size, max_seconds_per_method, explain_options)
         except CamlensError as error:
             evaluation.scores[name] = MethodScores(method=name, error=str(error))
             continue
