@@ -85,7 +85,7 @@ def run_set(title, model, inputs, data, *, layer, tolerance, step, budget, batch
     return evaluation
 
 
-def example_figure(sets, path: Path, methods=("cam", "gradcam", "gradcampp", "scorecam", "eigencam")):
+def example_figure(sets, path: Path, methods=("cam", "gradcam", "gradcampp", "layercam", "eigencam")):
     """A few samples per set: the image with its true box, then maps with CAM's box."""
     import matplotlib.pyplot as plt
 
@@ -178,14 +178,14 @@ def main(argv=None) -> int:
         save_figure(plot_curves(result, "pasted photos, EfficientNet-Lite0"), out / "metrics_photos_curves.png", dpi=80)
         figure_sets.append((loaded.model, inputs, photos, None, photos.images))
 
-    if figure_sets:
-        print(f"wrote {example_figure(figure_sets, out / 'metrics_examples.png')}")
     for name, (result, caption) in tables.items():
         print(f"\n### {name}: {caption}\n")
         print(result.table())
     print(f"\nscores are softmax probabilities; deletion baseline zeros, insertion baseline blur, CAM box threshold 0.2; "
           f"ms/image is camlens.explain alone on this machine ({torch.get_num_threads()} threads). "
-          f"Total {time.perf_counter() - started:.0f} s.")
+          f"Total {time.perf_counter() - started:.0f} s.", flush=True)
+    if figure_sets:
+        print(f"wrote {example_figure(figure_sets, out / 'metrics_examples.png')}")
     return 0
 
 
