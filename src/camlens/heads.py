@@ -257,14 +257,17 @@ def fold_affine(modules: list[nn.Module], features: int) -> tuple[torch.Tensor, 
     """
     with torch.no_grad():
         device = next((p.device for m in modules for p in m.parameters()), torch.device("cpu"))
-        weight = torch.eye(features, dtype=torch.float64, device=device)
+        diagonal = torch.ones(features, dtype=torch.float64, device=device)  # the map while no Linear came yet
+        weight: torch.Tensor | None = None  # None: still diag(diagonal), never built as an F×F matrix
         bias = torch.zeros(features, dtype=torch.float64, device=device)
         for module in modules:
             if isinstance(module, nn.Linear):
-                if module.in_features != weight.shape[0]:
-                    raise ValueError(f"Linear expects {module.in_features} features, the chain has {weight.shape[0]}")
+                size = features if weight is None else weight.shape[0]
+                if module.in_features != size:
+                    raise ValueError(f"Linear expects {module.in_features} features, the chain has {size}")
                 lw = module.weight.double()
-                weight, bias = lw @ weight, lw @ bias
+                weight = lw * diagonal if weight is None else lw @ weight
+                bias = lw @ bias
                 if module.bias is not None:
                     bias = bias + module.bias.double()
             elif isinstance(module, nn.BatchNorm1d):
@@ -277,10 +280,14 @@ def fold_affine(modules: list[nn.Module], features: int) -> tuple[torch.Tensor, 
                 shift = -module.running_mean.double() * scale
                 if module.bias is not None:
                     shift = shift + module.bias.double()
-                weight, bias = scale[:, None] * weight, scale * bias + shift
+                if weight is None:
+                    diagonal = scale * diagonal
+                else:
+                    weight = scale[:, None] * weight
+                bias = scale * bias + shift
             elif not isinstance(module, _PASS_THROUGH):
                 raise ValueError(f"{type(module).__name__} is not an affine module camlens can fold")
-    return weight, bias
+    return (torch.diag(diagonal) if weight is None else weight), bias
 
 
 def _pooling_of(features: torch.Tensor, activation: torch.Tensor) -> str | None:
@@ -583,6 +590,8 @@ class HeadRecorder:
             from .hooks import first_tensor
 
             self._order += 1
+            if self._target is not None and not self._target_done and type(module) not in OUTPUT_TRANSFORMS:
+                return  # before the target: keeping these tensors would hold every activation alive
             self._records.append((self._order, HeadOp(name, module, first_tensor(args), first_tensor(output))))
 
         return hook
