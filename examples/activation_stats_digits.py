@@ -37,26 +37,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from camlens import ActivationStats
-
-
-class Net(nn.Module):
-    """The seed 004 MNIST network: (B, 1, 28, 28) -> (B, 10) log-probabilities."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
-        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
-        self.conv2_drop = nn.Dropout2d()
-        self.fc1 = nn.Linear(320, 50)
-        self.fc2 = nn.Linear(50, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(F.max_pool2d(self.conv1(x), 2))
-        x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
-        x = x.view(-1, 320)
-        x = F.relu(self.fc1(x))
-        x = F.dropout(x, training=self.training)
-        return F.log_softmax(self.fc2(x), dim=1)
+from camlens.zoo import MnistNet
 
 
 def digits(normalise: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,9 +50,9 @@ def digits(normalise: bool) -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.tensor(data.target)
 
 
-def make_model(bad: bool, seed: int = 0) -> Net:
+def make_model(bad: bool, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    model = Net()
+    model = MnistNet(log_softmax=True)  # the seed 004 network, log-probabilities out
     if bad:
         with torch.no_grad():
             for name, p in model.named_parameters():
@@ -80,7 +61,7 @@ def make_model(bad: bool, seed: int = 0) -> Net:
     return model
 
 
-def train(model: Net, images, labels, epochs: int, batch_size: int = 64, stats: ActivationStats | None = None) -> list[float]:
+def train(model: nn.Module, images, labels, epochs: int, batch_size: int = 64, stats: ActivationStats | None = None) -> list[float]:
     """Plain SGD loop; returns the mean loss of each epoch."""
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     g = torch.Generator().manual_seed(1)
@@ -100,7 +81,7 @@ def train(model: Net, images, labels, epochs: int, batch_size: int = 64, stats: 
     return losses
 
 
-def accuracy(model: Net, images, labels) -> float:
+def accuracy(model: nn.Module, images, labels) -> float:
     model.eval()
     with torch.no_grad():
         return (model(images).argmax(1) == labels).float().mean().item()

@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 import camlens
+from camlens.zoo import fastai_style_resnet
 
 
 def shrink(path: Path) -> Path:
@@ -30,23 +30,8 @@ def shrink(path: Path) -> Path:
 from camlens.images import preprocess, sample_images
 
 
-class AdaptiveConcatPool2d(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.ap, self.mp = nn.AdaptiveAvgPool2d(1), nn.AdaptiveMaxPool2d(1)
-
-    def forward(self, x):
-        return torch.cat([self.mp(x), self.ap(x)], 1)
-
-
 def conv_learner_model(classes: int = 4) -> nn.Sequential:
-    resnet = torchvision.models.resnet18()
-    body = nn.Sequential(*list(resnet.children())[:-2])
-    head = nn.Sequential(
-        AdaptiveConcatPool2d(), nn.Flatten(), nn.BatchNorm1d(1024), nn.Dropout(0.25), nn.Linear(1024, 512),
-        nn.ReLU(), nn.BatchNorm1d(512), nn.Dropout(0.5), nn.Linear(512, classes), nn.LogSoftmax(dim=-1),
-    )
-    return nn.Sequential(body, head).eval()
+    return fastai_style_resnet(classes).eval()
 
 
 def main() -> None:
