@@ -247,3 +247,26 @@ def test_scorecam_on_torchvision_resnet_and_dead_layer_no_nan():
     e = camlens.explain(model, x, ["scorecam", "ablationcam", "eigencam", "gradcampp", "xgradcam"], "layer4")
     for r in e.values():
         assert torch.isfinite(r.raw).all() and torch.isfinite(r.maps).all()
+
+
+def test_ablationcam_negative_call_index_ablates_only_that_call():
+    class Shared(nn.Module):
+        """One activation module used twice, like EfficientNet-Lite's `_swish`."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 6, 3, padding=1)
+            self.act = nn.ReLU()
+            self.fc = nn.Linear(6, 3)
+
+        def forward(self, x):
+            x = self.act(self.conv2(self.act(self.conv1(x))))
+            return self.fc(x.mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = Shared().eval()
+    x = torch.randn(2, 3, 8, 8)
+    last = camlens.explain(model, x, "ablationcam", target_layer="act:-1", classes=[0, 2])
+    second = camlens.explain(model, x, "ablationcam", target_layer="act:1", classes=[0, 2])
+    torch.testing.assert_close(last.raw, second.raw)
+    assert last.raw.abs().max() > 0

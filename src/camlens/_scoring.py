@@ -117,10 +117,20 @@ class Scorer:
         base, call = parse_layer_name(self.layer)
         model, _ = self._runner(0)
         module = get_module(model, base)
+        image = self.inputs[index : index + 1]
+        if call is not None and call < 0:  # "name:-1": count the calls once, so only that call is replaced
+            counter = _Replace(None)
+            counter.value = None
+            handle = module.register_forward_hook(counter)
+            try:
+                with torch.inference_mode():
+                    self._select(model, image, index)
+            finally:
+                handle.remove()
+            call = counter.calls + call
         example = make(slice(0, 1))
         per_sample = example.numel() * example.element_size() * 16
         size = self._chunk(per_sample, cap=512 if self.inputs.device.type == "cpu" else 4096, count=count)
-        image = self.inputs[index : index + 1]
         state = {"broadcast": True}
 
         def run(sl: slice) -> torch.Tensor:
