@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["HeadVerdict", "HeadOp", "analyze_head", "analyze_ops", "check_gap_linear", "fold_affine"]
+__all__ = ["HeadVerdict", "HeadOp", "analyze_head", "analyze_ops", "fold_affine"]
 
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 _PASS_THROUGH = _DROPOUT + (nn.Identity, nn.Flatten)
@@ -119,12 +119,6 @@ def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-4) -> bool:
     return bool(((a.detach().float() - b.detach().float()).abs().max() / scale) < tol)
 
 
-def _head_ops(after: list) -> str:
-    leaves = [r for r in after if not any(o is not r and r.contains(o) for o in after)]
-    shown = ", ".join(f"{r.name} ({r.type})" for r in leaves[:8])
-    return shown + (", ..." if len(leaves) > 8 else "")
-
-
 def _alternatives(flatten: bool = False) -> str:
     text = (
         "Alternatives: method='gradcam' (any head); camlens.replace_head(model, num_classes) then "
@@ -136,62 +130,6 @@ def _alternatives(flatten: bool = False) -> str:
             "and method='fcmap' gives the dense class-score map of an enlarged image"
         )
     return text + "."
-
-
-def check_gap_linear(
-    target: str,
-    activation: torch.Tensor,
-    output: torch.Tensor,
-    linears: list[tuple[str, nn.Module, torch.Tensor | None, torch.Tensor | None]],
-    after: list | None = None,
-) -> HeadVerdict:
-    """Check ``output == Linear(mean_hw(activation))`` on the values of one forward.
-
-    The narrow check (one linear layer, nothing folded); :func:`analyze_ops` is the full one.
-
-    Args:
-        target: name of the target layer (for the messages).
-        activation: (N, C, h, w) output of the target layer.
-        output: (N, classes) model output.
-        linears: (name, module, input, output) of each ``nn.Linear`` call, in order.
-        after: traced calls after the target (only to name the head's ops in messages).
-    """
-    ops = f" Between them: {_head_ops(after)}." if after else ""
-    alternatives = _alternatives()
-    final = next((entry for entry in reversed(linears) if entry[3] is not None and _close(entry[3], output)), None)
-    if final is None:
-        last = f" (the last linear layer is {linears[-1][0]!r})" if linears else " (it has no nn.Linear)"
-        return HeadVerdict(
-            False, None,
-            f"not global-average-pool + linear: no linear layer produces the model's output{last}, "
-            f"so there are no class weights to weight the channels of {target!r} with.{ops} {alternatives}",
-        )
-    name, module, features, _ = final
-    channels = activation.shape[1]
-    if module.in_features != channels:
-        return HeadVerdict(
-            False, name,
-            f"not global-average-pool + linear: the final linear layer {name!r} takes "
-            f"{module.in_features} features but {target!r} has {channels} channels, so its weights "
-            f"cannot weight that layer's channels.{ops} CAM is not defined here. {alternatives}",
-        )
-    pooled = activation.detach().float().mean(dim=(2, 3))
-    if features is None or not _close(features.reshape(pooled.shape).float(), pooled):
-        return HeadVerdict(
-            False, name,
-            f"not global-average-pool + linear: {name!r} takes {channels} features, but they are "
-            f"not the spatial means of {target!r} (the head pools another way, e.g. max or "
-            f"concat pooling, or transforms the pooled features).{ops} {alternatives}",
-        )
-    return HeadVerdict(
-        True, name,
-        f"global-average-pool + linear {name!r} ({channels} -> {module.out_features}): "
-        f"CAM is exact (method='cam'); Grad-CAM is proportional to it at {target!r}.",
-        module.weight, module.bias, kind="gap_linear", pooling="avg",
-    )
-
-
-# -- the full analysis ---------------------------------------------------------------------------
 
 
 def _continuous(produced: torch.Tensor | None, consumed: torch.Tensor | None) -> bool:
