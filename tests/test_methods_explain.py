@@ -270,3 +270,76 @@ def test_ablationcam_negative_call_index_ablates_only_that_call():
     second = camlens.explain(model, x, "ablationcam", target_layer="act:1", classes=[0, 2])
     torch.testing.assert_close(last.raw, second.raw)
     assert last.raw.abs().max() > 0
+
+
+class BNNet(nn.Module):
+    """Conv + BatchNorm body: Score-CAM's masked forwards run a BatchNorm-folded copy."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                  nn.Conv2d(16, 64, 3, stride=2, padding=1), nn.BatchNorm2d(64), nn.ReLU())
+        self.fc = nn.Linear(64, 5)
+        for bn in (self.body[1], self.body[4]):  # non-trivial running statistics, so folding matters
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.data.uniform_(0.5, 1.5)
+
+    def forward(self, x):
+        return self.fc(self.body(x).mean((2, 3)))
+
+
+def test_scorecam_runs_batchnorm_folded_copy_and_matches_reference():
+    from camlens import _scoring
+
+    model, x = BNNet().eval(), torch.randn(1, 3, 12, 12)
+    kinds = []
+    real = _scoring._fast_copy
+
+    def spy(*args):
+        fast, kind = real(*args)
+        kinds.append(kind)
+        return fast, kind
+
+    with mock.patch.object(_scoring, "_fast_copy", spy), mock.patch.object(_scoring, "_CHANNELS_LAST_MIN", 8):
+        e = camlens.explain(model, x, "scorecam", "body.5")
+    assert kinds == ["folded"]
+    with torch.no_grad():
+        acts = model.body(x)
+    torch.testing.assert_close(e.raw, naive_scorecam(model, x, acts, e.classes[:, 0]), rtol=1e-4, atol=1e-5)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 2  # the user's model is untouched
+
+
+def test_fast_copy_falls_back_when_untraceable_or_different():
+    from camlens import _scoring
+    from camlens.explain import _logits
+
+    select = lambda m, x, i: _logits(m(x))  # noqa: E731
+
+    class Branchy(BNNet):
+        def forward(self, x):
+            y = self.body(x)
+            if y.sum() > 0:  # data-dependent control flow: torch.fx cannot trace it
+                y = y * 2
+            return self.fc(y.mean((2, 3)))
+
+    x = torch.randn(1, 3, 12, 12)
+    fast, kind = _scoring._fast_copy(Branchy().eval(), x, select)
+    assert kind == "channels_last" and not any(isinstance(m, torch.fx.GraphModule) for m in fast.modules())
+    model = BNNet().eval()
+    fast, kind = _scoring._fast_copy(model, x, select)
+    assert kind == "folded" and not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    torch.testing.assert_close(select(fast, x, 0), select(model, x, 0), rtol=1e-4, atol=1e-5)
+
+    class Wrong(nn.Module):  # a folded copy that does not compute the same function is not used
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x) + 1.0
+
+    with mock.patch("torch.fx.experimental.optimization.fuse", side_effect=lambda m, inplace: Wrong(m)):
+        fast, kind = _scoring._fast_copy(model, x, select)
+    assert kind == "channels_last"

@@ -6,8 +6,11 @@ modified target-layer activations. It
 
 - runs under ``torch.inference_mode`` in eval mode (the model's flags are restored),
 - picks the chunk size from the memory available (``batch_size=`` overrides it),
-- on the CPU, runs a ``channels_last`` copy of the model when many forwards are needed
-  (about 1.3x faster for convolutions; the user's model is not touched),
+- for many masked-input forwards on the CPU, runs a copy of the model with each BatchNorm
+  folded into the convolution before it (``torch.fx``; the copy is checked against the
+  model on the real input and dropped if they disagree) in ``channels_last`` memory format:
+  1.3x-2x faster than the model as given (resnet18, mobilenet_v2); the user's model is not
+  touched,
 - shows a tqdm progress bar once the work is estimated to take more than a few seconds
   (``progress=True/False`` forces it on/off).
 """
@@ -90,6 +93,7 @@ class Scorer:
         self._gradient_fn, self._importance_fn = gradient_fn, importance_fn
         self._importance: torch.Tensor | None = None
         self._fast: nn.Module | None = None
+        self.fast_model = "none"  # which copy ran the masked inputs: "none", "channels_last", "folded"
         self.forwards = 0  # images run, for tests and benchmarks
 
     # -- what methods call -------------------------------------------------------------
@@ -115,7 +119,7 @@ class Scorer:
         repeated instead.
         """
         base, call = parse_layer_name(self.layer)
-        model, _ = self._runner(0)
+        model = self.model  # hooks go on the target module: run the model as built
         module = get_module(model, base)
         image = self.inputs[index : index + 1]
         if call is not None and call < 0:  # "name:-1": count the calls once, so only that call is replaced
@@ -187,14 +191,11 @@ class Scorer:
         return max(1, min(cap, fit, max(count, 1)))
 
     def _runner(self, count: int) -> tuple[nn.Module, bool]:
-        """The model to run: a channels_last copy on CPU for long runs, else the model itself."""
+        """The model to run masked inputs: on CPU for long runs a faster copy, else the model itself."""
         if self._fast is None and count >= _CHANNELS_LAST_MIN and self.inputs.device.type == "cpu":
+            self._fast = self.model
             if any(isinstance(m, nn.Conv2d) for m in self.model.modules()):
-                try:
-                    fast = copy.deepcopy(self.model).eval()
-                    self._fast = fast.to(memory_format=torch.channels_last)
-                except Exception:  # a model that cannot be copied: run it as it is
-                    self._fast = self.model
+                self._fast, self.fast_model = _fast_copy(self.model, self.inputs[:1], self._select)
         if self._fast is not None and self._fast is not self.model:
             return self._fast, True
         return self.model, False
@@ -221,3 +222,30 @@ class Scorer:
         if not outs:
             return torch.zeros(0, self.classes.shape[1], device=self.inputs.device)
         return torch.cat(outs).clone()  # out of inference mode
+
+
+def _fast_copy(model: nn.Module, example: torch.Tensor, select: Callable) -> tuple[nn.Module, str]:
+    """A copy of ``model`` for many inference forwards on the CPU, and what it is.
+
+    ``"folded"``: BatchNorm folded into the preceding convolution by ``torch.fx`` (same
+    function up to float rounding), ``channels_last``; used only if its scores on ``example``
+    match the model's. ``"channels_last"``: a plain ``channels_last`` copy (a model that
+    ``torch.fx`` cannot trace). ``"none"``: the model itself (a model that cannot be copied).
+    """
+    try:
+        plain = copy.deepcopy(model).eval()
+    except Exception:  # a model that cannot be copied: run it as it is
+        return model, "none"
+    try:
+        from torch.fx.experimental.optimization import fuse
+
+        with torch.no_grad():  # folded weights are ordinary tensors, not inference tensors
+            folded = fuse(copy.deepcopy(plain), inplace=True).to(memory_format=torch.channels_last)
+        with evaluation_mode(model), torch.inference_mode():
+            reference = select(model, example, 0).float()
+            got = select(folded, example.contiguous(memory_format=torch.channels_last), 0).float()
+        if torch.allclose(got, reference, rtol=1e-3, atol=1e-3 * reference.abs().max().item()):
+            return folded, "folded"
+    except Exception:  # not traceable by torch.fx (data-dependent control flow, ...)
+        pass
+    return plain.to(memory_format=torch.channels_last), "channels_last"
