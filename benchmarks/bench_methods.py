@@ -12,10 +12,12 @@ Sections:
 1. resnet50 (random weights), batch 8 at ``layer4``: each gradient method alone, all six in
    one call, and top-5 vs top-1 classes, as ratios of a plain ``torch.no_grad`` forward.
 2. Score-CAM, resnet18 (random weights) batch 1 at ``layer4`` and the pretrained
-   EfficientNet-Lite0 on a real photo: camlens exact and fast (``top_k=64``) against
-   pytorch-grad-cam and torchcam, with Pearson r of the maps.
+   EfficientNet-Lite0 on a real photo at its head activation: camlens exact and fast
+   (``top_k=64``) against pytorch-grad-cam and torchcam, with Pearson r of the maps.
 3. Agreement: Pearson r of every camlens method with the peer implementation of the same
-   method on the pretrained EfficientNet-Lite0 and the sample photos.
+   method on the pretrained EfficientNet-Lite0 and the sample photos, at the head activation
+   (camlens's default target ``_swish:1``; the peers hook the same tensor, see
+   ``lite0_with_head_activation``).
 
 Timings are the best of a few repeats (the machine may be shared); peers run in the same process.
 """
@@ -122,6 +124,36 @@ PGC = {"gradcam", "gradcampp", "xgradcam", "layercam", "hirescam", "eigengradcam
 TORCHCAM = {"gradcam", "gradcampp", "xgradcam", "layercam", "smoothgradcampp", "scorecam", "sscam", "iscam"}
 
 
+def lite0_with_head_activation():
+    """The pretrained EfficientNet-Lite0 and a copy whose head activation is its own module.
+
+    camlens's default target is ``_swish:1``, the second call of the ReLU6 module the model
+    reuses for the stem and the head; the peers hook modules, not calls. The copy runs the
+    head through a new ``ReLU6`` module ``_head_act`` (same weights, same function, checked),
+    so the peers' ``_head_act`` is exactly camlens's ``_swish:1``, gradients included.
+    """
+    import copy
+    import types
+
+    from torch import nn
+
+    def extract_features(self, inputs):  # efficientnet_lite_pytorch's, with the head's ReLU6 renamed
+        x = self._swish(self._bn0(self._conv_stem(inputs)))
+        for idx, block in enumerate(self._blocks):
+            rate = self._global_params.drop_connect_rate
+            x = block(x, drop_connect_rate=rate * float(idx) / len(self._blocks) if rate else rate)
+        return self._head_act(self._bn1(self._conv_head(x)))
+
+    loaded = camlens.models.load_model("efficientnet_lite0")
+    wrapped = copy.deepcopy(loaded.model)
+    wrapped._head_act = nn.ReLU6()
+    wrapped.extract_features = types.MethodType(extract_features, wrapped)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x), wrapped(x)), "the wrapped copy must compute the same function"
+    return loaded, wrapped
+
+
 def have(module: str) -> bool:
     try:
         __import__(module)
@@ -162,7 +194,7 @@ def bench_gradient(args) -> None:
         print(f"  peer torchcam GradCAM: {t:.3f} s  {ratio:.3f}x forward")
 
 
-def score_row(label, model, layer, x, top_k, peers) -> None:
+def score_row(label, model, layer, x, top_k, peers, peer_model=None, peer_layer=None) -> None:
     size = tuple(x.shape[-2:])
     cls = camlens.explain(model, x, "gradcam", layer).classes
     times, maps = {}, {}
@@ -172,14 +204,15 @@ def score_row(label, model, layer, x, top_k, peers) -> None:
     start = time.perf_counter()
     maps["fast"] = camlens.explain(model, x, "scorecam", layer, classes=cls, top_k=top_k, progress=False).maps[:, 0]
     times["fast"] = time.perf_counter() - start
-    module = camlens.get_module(model, layer.split(":")[0])
+    peer_model, peer_layer = peer_model or model, peer_layer or layer
+    module = camlens.get_module(peer_model, peer_layer)
     if "pytorch-grad-cam" in peers:
         start = time.perf_counter()
-        maps["pytorch-grad-cam"] = as_maps(quiet(lambda: pgc_cam("scorecam", model, module, x, cls[:, 0])), size)
+        maps["pytorch-grad-cam"] = as_maps(quiet(lambda: pgc_cam("scorecam", peer_model, module, x, cls[:, 0])), size)
         times["pytorch-grad-cam"] = time.perf_counter() - start
-    if "torchcam" in peers and ":" not in layer:
+    if "torchcam" in peers:
         start = time.perf_counter()
-        maps["torchcam"] = as_maps(torchcam_cam("scorecam", model, layer, x, cls[:, 0].tolist()), size)
+        maps["torchcam"] = as_maps(torchcam_cam("scorecam", peer_model, peer_layer, x, cls[:, 0].tolist()), size)
         times["torchcam"] = time.perf_counter() - start
     peer_times = [times[p] for p in ("pytorch-grad-cam", "torchcam") if p in times]
     fastest = min(peer_times) if peer_times else None
@@ -203,51 +236,60 @@ def bench_scorecam(args) -> None:
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval()
     photos = camlens.images.sample_images()
-    loaded = camlens.models.load_model("efficientnet_lite0")
+    loaded, wrapped = lite0_with_head_activation()
     x = loaded.preprocess([photos["chelsea"]])
     if args.quick:
         x = F.interpolate(x, size=(args.size, args.size), mode="bilinear")
     score_row(f"resnet18 (random weights), batch 1, {tuple(x.shape[-2:])}, layer4", model, "layer4", x, args.top_k, peers)
-    score_row("EfficientNet-Lite0 (pretrained), 'chelsea', _bn1", loaded.model, "_bn1",
-              loaded.preprocess([photos["chelsea"]]), args.top_k, peers)
+    score_row("EfficientNet-Lite0 (pretrained), 'chelsea', head activation (camlens `_swish:1`, peers `_head_act`)",
+              loaded.model, "_swish:1", loaded.preprocess([photos["chelsea"]]), args.top_k, peers,
+              peer_model=wrapped, peer_layer="_head_act")
 
 
 def bench_agreement(args) -> None:
-    loaded = camlens.models.load_model("efficientnet_lite0")
-    # _bn1 (the head's 1280-channel 7x7 map before ReLU6) runs once; the peers' hooks cannot
-    # pick call 1 of the reused _swish module that camlens's default target is.
-    model, layer = loaded.model, "_bn1"
-    module = camlens.get_module(model, layer)
+    loaded, wrapped = lite0_with_head_activation()
+    # camlens runs its default target `_swish:1` on the model as shipped; the peers hook the
+    # same tensor as `_head_act` of the wrapped copy (see lite0_with_head_activation).
+    model, layer, peer_layer = loaded.model, "_swish:1", "_head_act"
+    module = camlens.get_module(wrapped, peer_layer)
     photos = camlens.images.sample_images()
     names = ["chelsea", "coffee"] if args.quick else list(photos)
     x = loaded.preprocess([photos[n] for n in names])
     size = tuple(x.shape[-2:])
-    print(f"\n## Agreement with the peers: EfficientNet-Lite0 (pretrained), photos {names}, layer {layer}")
+    print(f"\n## Agreement with the peers: EfficientNet-Lite0 (pretrained), photos {names}, "
+          f"head activation (camlens `{layer}`, peers `{peer_layer}`)")
     print("Pearson r between the final maps (ReLU, bilinear upsampling, min-max), mean over photos.")
-    print("| method | pytorch-grad-cam | torchcam |")
-    print("|---|---|---|")
+    print("Noise-averaged methods use the same sample count as the peer; their last column is the")
+    print("agreement of camlens with itself under another noise seed (the floor to compare with).")
+    print("| method | pytorch-grad-cam | torchcam | camlens, another noise seed |")
+    print("|---|---|---|---|")
     methods = list(GRADIENT_METHODS) + ["eigencam", "smoothgradcampp", "scorecam", "ablationcam", "sscam", "iscam"]
     slow = {"scorecam", "ablationcam", "sscam", "iscam"}
     for name in methods:
         xs = x[:1] if name in slow else x
-        options = {"samples": 2} if name in ("sscam", "iscam") else {}
+        options = {"samples": 2} if name in ("sscam", "iscam") else {"samples": 4} if name == "smoothgradcampp" else {}
         if name in ("sscam", "iscam") and args.quick:
-            print(f"| {name} | - | (skipped in --quick) |")
+            print(f"| {name} | - | (skipped in --quick) | - |")
             continue
         ours = camlens.explain(model, xs, name, layer, progress=False, **options)
         cls = ours.classes[:, 0]
         cells = []
         if name in PGC and have("pytorch_grad_cam"):
-            cells.append(f"{pearson(ours.maps[:, 0], as_maps(quiet(lambda: pgc_cam(name, model, module, xs, cls)), size)):.4f}")
+            cells.append(f"{pearson(ours.maps[:, 0], as_maps(quiet(lambda: pgc_cam(name, wrapped, module, xs, cls)), size)):.4f}")
         else:
             cells.append("-")
         if name in TORCHCAM and have("torchcam"):
-            kwargs = {"num_samples": 2} if name in ("sscam", "iscam") else {}
-            cam = quiet(lambda: torchcam_cam(name, model, layer, xs, cls.tolist(), **kwargs))
+            kwargs = {"num_samples": options["samples"]} if "samples" in options else {}
+            cam = quiet(lambda: torchcam_cam(name, wrapped, peer_layer, xs, cls.tolist(), **kwargs))
             cells.append(f"{pearson(ours.maps[:, 0], as_maps(cam, size)):.4f}")
         else:
             cells.append("-")
-        print(f"| {name} | {cells[0]} | {cells[1]} |")
+        if name in ("smoothgradcampp", "sscam"):
+            other = camlens.explain(model, xs, name, layer, classes=ours.classes, progress=False, seed=1, **options)
+            cells.append(f"{pearson(ours.maps[:, 0], other.maps[:, 0]):.4f}")
+        else:
+            cells.append("-")
+        print(f"| {name} | {' | '.join(cells)} |")
 
 
 def main() -> None:
