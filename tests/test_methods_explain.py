@@ -340,6 +340,6 @@ def test_fast_copy_falls_back_when_untraceable_or_different():
         def forward(self, x):
             return self.inner(x) + 1.0
 
-    with mock.patch("torch.fx.experimental.optimization.fuse", side_effect=lambda m, inplace: Wrong(m)):
+    with mock.patch("camlens._fold.fold_for_inference", side_effect=lambda m: (Wrong(m), 0)):
         fast, kind = _scoring._fast_copy(model, x, select)
     assert kind == "channels_last"

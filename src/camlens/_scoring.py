@@ -227,9 +227,9 @@ class Scorer:
 def _fast_copy(model: nn.Module, example: torch.Tensor, select: Callable) -> tuple[nn.Module, str]:
     """A copy of ``model`` for many inference forwards on the CPU, and what it is.
 
-    ``"folded"``: BatchNorm folded into the preceding convolution by ``torch.fx`` (same
-    function up to float rounding), ``channels_last``; used only if its scores on ``example``
-    match the model's. ``"channels_last"``: a plain ``channels_last`` copy (a model that
+    ``"folded"``: BatchNorm and symmetric zero padding folded into the convolutions
+    (:func:`camlens._fold.fold_for_inference`; the same function up to float rounding), in
+    ``channels_last``; used only if its scores on ``example`` match the model's. ``"channels_last"``: a plain ``channels_last`` copy (a model that
     ``torch.fx`` cannot trace). ``"none"``: the model itself (a model that cannot be copied).
     """
     try:
@@ -237,10 +237,9 @@ def _fast_copy(model: nn.Module, example: torch.Tensor, select: Callable) -> tup
     except Exception:  # a model that cannot be copied: run it as it is
         return model, "none"
     try:
-        from torch.fx.experimental.optimization import fuse
+        from ._fold import fold_for_inference
 
-        with torch.no_grad():  # folded weights are ordinary tensors, not inference tensors
-            folded = fuse(copy.deepcopy(plain), inplace=True).to(memory_format=torch.channels_last)
+        folded = fold_for_inference(plain)[0].to(memory_format=torch.channels_last)
         with evaluation_mode(model), torch.inference_mode():
             reference = select(model, example, 0).float()
             got = select(folded, example.contiguous(memory_format=torch.channels_last), 0).float()
