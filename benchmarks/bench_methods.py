@@ -13,7 +13,8 @@ Sections:
    one call, and top-5 vs top-1 classes, as ratios of a plain ``torch.no_grad`` forward.
 2. Score-CAM, resnet18 (random weights) batch 1 at ``layer4`` and the pretrained
    EfficientNet-Lite0 on a real photo at its head activation: camlens exact and fast
-   (``top_k=64``) against pytorch-grad-cam and torchcam, with Pearson r of the maps.
+   (``top_k=64``) against pytorch-grad-cam and torchcam, with Pearson r of the maps; then
+   Ablation-CAM on the same two against pytorch-grad-cam (torchcam has none).
 3. Agreement: Pearson r of every camlens method with the peer implementation of the same
    method on the pretrained EfficientNet-Lite0 and the sample photos, at the head activation
    (camlens's default target ``_swish:1``; the peers hook the same tensor, see
@@ -195,26 +196,26 @@ def bench_gradient(args) -> None:
         print(f"  peer torchcam GradCAM: {t:.3f} s  {ratio:.3f}x forward")
 
 
-def score_row(label, model, layer, x, top_k, peers, rounds, peer_model=None, peer_layer=None) -> None:
-    """One Score-CAM table: each implementation once per round, rounds interleaved, best time kept.
+def compare_row(method, label, model, layer, x, top_k, peers, rounds, peer_model=None, peer_layer=None) -> None:
+    """One speed table for ``method``: each implementation once per round, rounds interleaved, best kept.
 
     Interleaving spreads the shared machine's slow spells over every implementation alike, and
     no implementation pays for being first (each round runs all of them in the same order).
+    ``top_k``: also time camlens's fast mode (Score-CAM family).
     """
     size = tuple(x.shape[-2:])
     cls = camlens.explain(model, x, "gradcam", layer).classes
     peer_model, peer_layer = peer_model or model, peer_layer or layer
     module = camlens.get_module(peer_model, peer_layer)
-    runs = {
-        "exact": lambda: camlens.explain(model, x, "scorecam", layer, classes=cls, progress=False).maps[:, 0],
-        "fast": lambda: camlens.explain(model, x, "scorecam", layer, classes=cls, top_k=top_k,
-                                        progress=False).maps[:, 0],
-    }
-    if "pytorch-grad-cam" in peers:
+    runs = {"exact": lambda: camlens.explain(model, x, method, layer, classes=cls, progress=False).maps[:, 0]}
+    if top_k:
+        runs["fast"] = lambda: camlens.explain(model, x, method, layer, classes=cls, top_k=top_k,
+                                               progress=False).maps[:, 0]
+    if "pytorch-grad-cam" in peers and method in PGC:
         runs["pytorch-grad-cam"] = lambda: as_maps(
-            quiet(lambda: pgc_cam("scorecam", peer_model, module, x, cls[:, 0])), size)
-    if "torchcam" in peers:
-        runs["torchcam"] = lambda: as_maps(torchcam_cam("scorecam", peer_model, peer_layer, x, cls[:, 0].tolist()), size)
+            quiet(lambda: pgc_cam(method, peer_model, module, x, cls[:, 0])), size)
+    if "torchcam" in peers and method in TORCHCAM:
+        runs["torchcam"] = lambda: as_maps(torchcam_cam(method, peer_model, peer_layer, x, cls[:, 0].tolist()), size)
     times, maps = {name: float("inf") for name in runs}, {}
     for _ in range(rounds):
         for name, run in runs.items():
@@ -223,20 +224,21 @@ def score_row(label, model, layer, x, top_k, peers, rounds, peer_model=None, pee
             times[name] = min(times[name], time.perf_counter() - start)
     peer_times = [times[p] for p in ("pytorch-grad-cam", "torchcam") if p in times]
     fastest = min(peer_times) if peer_times else None
-    print(f"\n### Score-CAM, {label}; best of {rounds} interleaved round(s)")
+    print(f"\n### {method}, {label}; best of {rounds} interleaved round(s)")
     print("| implementation | time (s) | speed-up vs faster peer | r vs camlens exact | r vs pytorch-grad-cam | r vs torchcam |")
     print("|---|---|---|---|---|---|")
     for name in ("exact", "fast", "pytorch-grad-cam", "torchcam"):
         if name not in times:
             continue
-        label_name = {"exact": "camlens exact", "fast": f"camlens fast (top_k={top_k})"}.get(name, name)
+        label_name = {"exact": "camlens" + (" exact" if top_k else ""), "fast": f"camlens fast (top_k={top_k})"}.get(name, name)
         speed = f"{fastest / times[name]:.2f}x" if fastest else "-"
         r = [f"{pearson(maps[name], maps[o]):.4f}" if o in maps and o != name else "-"
              for o in ("exact", "pytorch-grad-cam", "torchcam")]
         print(f"| {label_name} | {times[name]:.2f} | {speed} | {' | '.join(r)} |")
 
 
-def bench_scorecam(args) -> None:
+def bench_rerun_methods(args) -> None:
+    """Score-CAM (exact and fast) and Ablation-CAM: the methods that re-run the model per channel."""
     import torchvision
 
     peers = [p for p, m in (("pytorch-grad-cam", "pytorch_grad_cam"), ("torchcam", "torchcam")) if have(m)]
@@ -248,11 +250,12 @@ def bench_scorecam(args) -> None:
     if args.quick:
         x = F.interpolate(x, size=(args.size, args.size), mode="bilinear")
     rounds = 1 if args.quick else 2
-    score_row(f"resnet18 (random weights), batch 1, {tuple(x.shape[-2:])}, layer4", model, "layer4", x, args.top_k,
-              peers, rounds)
-    score_row("EfficientNet-Lite0 (pretrained), 'chelsea', head activation (camlens `_swish:1`, peers `_head_act`)",
-              loaded.model, "_swish:1", loaded.preprocess([photos["chelsea"]]), args.top_k, peers,
-              rounds, peer_model=wrapped, peer_layer="_head_act")
+    lite0 = "EfficientNet-Lite0 (pretrained), 'chelsea', head activation (camlens `_swish:1`, peers `_head_act`)"
+    for method, top_k in (("scorecam", args.top_k), ("ablationcam", None)):
+        compare_row(method, f"resnet18 (random weights), batch 1, {tuple(x.shape[-2:])}, layer4", model, "layer4", x,
+                    top_k, peers, rounds)
+        compare_row(method, lite0, loaded.model, "_swish:1", loaded.preprocess([photos["chelsea"]]), top_k, peers,
+                    rounds, peer_model=wrapped, peer_layer="_head_act")
 
 
 def bench_agreement(args) -> None:
@@ -304,13 +307,14 @@ def bench_agreement(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer photos")
-    parser.add_argument("--only", choices=["gradient", "scorecam", "agreement"], help="run one section")
+    parser.add_argument("--only", choices=["gradient", "scorecam", "agreement"],
+                        help="run one section ('scorecam': Score-CAM and Ablation-CAM speed)")
     parser.add_argument("--top-k", type=int, default=64, help="channels scored by Score-CAM's fast mode")
     args = parser.parse_args()
     args.batch, args.size, args.repeats = (2, 112, 2) if args.quick else (8, 224, 3)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    sections = {"gradient": bench_gradient, "scorecam": bench_scorecam, "agreement": bench_agreement}
+    sections = {"gradient": bench_gradient, "scorecam": bench_rerun_methods, "agreement": bench_agreement}
     for key, fn in sections.items():
         if args.only in (None, key):
             fn(args)

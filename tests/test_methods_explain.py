@@ -159,27 +159,80 @@ def test_sscam_without_noise_and_iscam_reference(setup):
         torch.testing.assert_close(e.raw[i, 0], (w[:, None, None] * acts[i]).sum(0), rtol=1e-4, atol=1e-6)
 
 
-def test_ablationcam_matches_reference(setup):
-    model, x = setup
-    e = camlens.explain(model, x, "ablationcam", "act2", classes=[2, 4])
-    acts = activations(model, x)
+def naive_ablationcam(model, x, name, classes):
+    """Ablation-CAM as published: one full forward per channel with that channel zeroed."""
+    module, raws = camlens.get_module(model, name), []
+    acts = activations(model, x, name)
     with torch.no_grad():
-        y = model(x)[:, [2, 4]]
-    for i in range(2):
+        y = model(x)[:, classes]
+    for i in range(x.shape[0]):
         ablated = []
-        for k in range(6):
+        for k in range(acts.shape[1]):
             def zero(m, a, o, k=k):
                 o = o.clone()
                 o[:, k] = 0
                 return o
 
-            handle = model.act2.register_forward_hook(zero)
+            handle = module.register_forward_hook(zero)
             with torch.no_grad():
-                ablated.append(model(x[i : i + 1])[0, [2, 4]])
+                ablated.append(model(x[i : i + 1])[0, classes])
             handle.remove()
         w = (y[i] - torch.stack(ablated)) / y[i]  # (C, K)
-        expected = torch.einsum("ck,chw->khw", w, acts[i])
-        torch.testing.assert_close(e.raw[i], expected, rtol=1e-4, atol=1e-5)
+        raws.append(torch.einsum("ck,chw->khw", w, acts[i]))
+    return torch.stack(raws)
+
+
+def test_ablationcam_matches_reference(setup):
+    model, x = setup
+    e = camlens.explain(model, x, "ablationcam", "act2", classes=[2, 4])
+    torch.testing.assert_close(e.raw, naive_ablationcam(model, x, "act2", [2, 4]), rtol=1e-4, atol=1e-5)
+
+
+class SkipAndView(nn.Module):
+    """A skip connection around the target and ``view(bs, -1)`` on the input's batch size (as
+    EfficientNet-Lite's forward does), which defeats broadcasting one image through hooks."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.post = nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        bs = x.size(0)
+        s = torch.relu(self.stem(x))
+        y = self.post(self.block(s)) + s  # `s` comes from before the target `block`
+        return self.fc(F.adaptive_avg_pool2d(y, 1).view(bs, -1))
+
+
+class Branchy(SkipAndView):
+    """Data-dependent control flow: torch.fx cannot trace it, so hooks do the ablations."""
+
+    def forward(self, x):
+        s = torch.relu(self.stem(x))
+        if s.sum() > 0:
+            s = s * 1.0
+        y = self.post(self.block(s)) + s
+        return self.fc(y.mean((2, 3)))
+
+
+@pytest.mark.parametrize("cls, split", [(SkipAndView, True), (Branchy, False)])
+def test_ablationcam_runs_layers_before_the_target_once(cls, split):
+    model = cls().eval()
+    x = torch.randn(2, 3, 10, 10)
+    stem_images = []
+    model.stem.register_forward_hook(lambda m, a, o: stem_images.append(o.shape[0]))
+    with mock.patch("camlens._scoring.Scorer.score_activations", autospec=True,
+                    side_effect=camlens._scoring.Scorer.score_activations) as scoring:
+        e = camlens.explain(model, x, "ablationcam", "block", classes=[1, 3], batch_size=2)
+    scorer, stem_runs = scoring.call_args.args[0], sum(stem_images)
+    assert scorer.split is split
+    torch.testing.assert_close(e.raw, naive_ablationcam(model, x, "block", [1, 3]), rtol=1e-4, atol=1e-5)
+    # 8 channels in chunks of 2 per image; split: the explained forward (2 images), then per image
+    # the cached forward (1) and the check against hooks (<= 3), never the stem once per chunk
+    assert (stem_runs <= 2 + 2 * 4) if split else (stem_runs >= 2 + 2 * 4)
 
 
 def test_smoothgradcampp_without_noise_is_gradcampp(setup):

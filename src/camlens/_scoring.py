@@ -11,6 +11,10 @@ modified target-layer activations. It
   model on the real input and dropped if they disagree) in ``channels_last`` memory format:
   1.3x-2x faster than the model as given (resnet18, mobilenet_v2); the user's model is not
   touched,
+- for modified target-layer activations (Ablation-CAM), runs the layers before the target once
+  per image and only the layers after it on the chunks (:mod:`camlens._downstream`; checked
+  against the full model, else hooks): EfficientNet-Lite0 at its head, 526 ablations in
+  0.4 s instead of 64 s,
 - shows a tqdm progress bar once the work is estimated to take more than a few seconds
   (``progress=True/False`` forces it on/off).
 """
@@ -95,6 +99,7 @@ class Scorer:
         self._fast: nn.Module | None = None
         self.fast_model = "none"  # which copy ran the masked inputs: "none", "channels_last", "folded"
         self.forwards = 0  # images run, for tests and benchmarks
+        self.split = False  # whether the last score_activations ran only the layers after the target
 
     # -- what methods call -------------------------------------------------------------
     def score_inputs(self, index: int, make: Callable[[slice], torch.Tensor], count: int) -> torch.Tensor:
@@ -114,9 +119,11 @@ class Scorer:
     def score_activations(self, index: int, make: Callable[[slice], torch.Tensor], count: int) -> torch.Tensor:
         """(count, K) scores of image ``index``'s classes when the target layer outputs ``make(slice)``.
 
-        The layers before the target run once per chunk on the single image and the layers
-        after it on the whole chunk (broadcasting); a model where that fails gets the image
-        repeated instead.
+        Only the layers after the target run on the chunks: the layers before it run once on
+        the image (:class:`camlens._downstream.Downstream`, checked against the full model on
+        the first two chunk items). A model that ``torch.fx`` cannot split runs the layers
+        before the target once per chunk on the single image with a hook replacing the
+        target's output (broadcasting), and failing that on the image repeated.
         """
         base, call = parse_layer_name(self.layer)
         model = self.model  # hooks go on the target module: run the model as built
@@ -137,8 +144,7 @@ class Scorer:
         size = self._chunk(per_sample, cap=512 if self.inputs.device.type == "cpu" else 4096, count=count)
         state = {"broadcast": True}
 
-        def run(sl: slice) -> torch.Tensor:
-            value = make(sl)
+        def hooked(value: torch.Tensor) -> torch.Tensor:
             replace = _Replace(call)
             handle = module.register_forward_hook(replace)
             try:
@@ -156,7 +162,31 @@ class Scorer:
             finally:
                 handle.remove()
 
+        downstream = self._downstream(module, call, index, make(slice(0, min(2, count))), hooked)
+        self.split = downstream is not None
+
+        def run(sl: slice) -> torch.Tensor:
+            value = make(sl)
+            if downstream is not None:
+                return self._select(model, value, index, run=downstream)
+            return hooked(value)
+
         return self._loop(count, size, run, "ablations")
+
+    def _downstream(self, module: nn.Module, call: int | None, index: int, probe: torch.Tensor, hooked: Callable):
+        """The model split after the target call for image ``index``, if it gives the full model's scores on ``probe``."""
+        from ._downstream import Downstream
+
+        with evaluation_mode(self.model), torch.inference_mode():
+            try:
+                downstream = Downstream(self.model, module, call, self.inputs[index : index + 1])
+                got = self._select(self.model, probe, index, run=downstream).float()
+            except (ValueError, RuntimeError):
+                return None
+            want = hooked(probe).float()
+        if got.shape == want.shape and torch.allclose(got, want, rtol=1e-4, atol=1e-4 * max(want.abs().max().item(), 1e-12)):
+            return downstream
+        return None
 
     def gradients(self, inputs: torch.Tensor) -> torch.Tensor:
         """(N, K, C, h, w) gradients of the explained classes at the target layer for ``inputs``."""
@@ -174,13 +204,16 @@ class Scorer:
         return self._importance
 
     # -- machinery ---------------------------------------------------------------------
-    def _select(self, model: nn.Module, x: torch.Tensor, index: int) -> torch.Tensor:
-        """The explained classes' scores (pre-softmax unless ``score="output"``) of ``model(x)``."""
+    def _select(self, model: nn.Module, x: torch.Tensor, index: int, run: Callable | None = None) -> torch.Tensor:
+        """The explained classes' scores (pre-softmax unless ``score="output"``) of ``model(x)``.
+
+        ``run``: what computes the output instead of ``model`` (a :class:`Downstream` of it).
+        """
         from .explain import _logits
         from .heads import HeadRecorder
 
         with HeadRecorder(model) as recorder:
-            output = _logits(model(x))
+            output = _logits((run or model)(x))
         logits, _ = recorder.scores(output, self.score)
         return logits[:, self.classes[index]]
 
