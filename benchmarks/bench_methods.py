@@ -311,7 +311,7 @@ def main() -> None:
                         help="run one section ('scorecam': Score-CAM and Ablation-CAM speed)")
     parser.add_argument("--top-k", type=int, default=64, help="channels scored by Score-CAM's fast mode")
     args = parser.parse_args()
-    args.batch, args.size, args.repeats = (2, 112, 2) if args.quick else (8, 224, 3)
+    args.batch, args.size, args.repeats = (2, 112, 2) if args.quick else (8, 224, 7)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     sections = {"gradient": bench_gradient, "scorecam": bench_rerun_methods, "agreement": bench_agreement}

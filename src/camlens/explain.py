@@ -465,7 +465,8 @@ def explain(
             explained for the classes of the original, its maps flipped/resized back, and the
             normalised maps averaged (then normalised again).
         batch_size: chunk size of the re-run forwards of gradient-free methods (default:
-            from the memory available).
+            from the memory available; on the CPU at most 8 masked 224x224 images, or as
+            many pixels, which keeps each forward's activations in the caches).
         progress: progress bar for gradient-free methods: ``None`` when slow, or forced.
         score: what to explain when the model ends in a ``LogSoftmax``/``Softmax``/``Sigmoid``
             module: ``"logits"`` (default), its input, the pre-softmax score; ``"output"``,
