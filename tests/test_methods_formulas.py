@@ -133,6 +133,24 @@ def test_first_component_matches_numpy_svd_and_sign(tensors):
         torch.testing.assert_close(eigencam(a)[n, 0].double(), projection, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(3, 3, 4, 5), (3, 64, 3, 3)])  # both Gram matrices: C x C and hw x hw
+def test_first_component_equals_svd_projection_for_both_gram_sizes(shape):
+    import numpy as np
+
+    torch.manual_seed(2)
+    features = torch.randn(shape, dtype=torch.float64).relu()
+    reference = features.mean(dim=1)
+    got = first_component(features, reference)
+    for n in range(shape[0]):
+        x = features[n].reshape(shape[1], -1).T.numpy()
+        x = x - x.mean(axis=0)
+        _, _, vt = np.linalg.svd(x, full_matrices=False)
+        projection = torch.from_numpy(x @ vt[0]).reshape(shape[2:])
+        if float((projection * (reference[n] - reference[n].mean())).sum()) < 0:
+            projection = -projection
+        torch.testing.assert_close(got[n], projection, rtol=1e-7, atol=1e-9)
+
+
 def test_eigencam_sign_follows_mean_activation():
     # rank one: channel 1 = 2 * channel 0; the map must rise where the activations rise
     base = torch.tensor([0.0, 1.0, 2.0, 3.0]).view(1, 1, 2, 2)

