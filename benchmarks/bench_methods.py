@@ -4,8 +4,8 @@ and agreement (Pearson r) with the peers' implementations of the same methods.
 One command, CPU::
 
     pip install -e ".[bench]"          # pytorch-grad-cam 1.5.x and torchcam 0.5.x (bench extra only)
-    python benchmarks/bench_methods.py            # full run, about 25 minutes on 2 cores
-    python benchmarks/bench_methods.py --quick    # smaller sizes, about 4 minutes
+    python benchmarks/bench_methods.py            # full run, about 30 minutes on 2 cores
+    python benchmarks/bench_methods.py --quick    # smaller sizes, about 5 minutes
 
 Sections:
 

@@ -13,7 +13,7 @@ Reference rows: ``(box)`` is the ground-truth box itself as a map (perfect local
 ``(center)`` a centred Gaussian, ``(random)`` smooth random noise.
 
 Run:
-    python benchmarks/bench_metrics.py            # about 5 minutes on 2 idle CPU cores
+    python benchmarks/bench_metrics.py            # about 6 minutes on 2 CPU cores
     python benchmarks/bench_metrics.py --quick    # a smoke run, well under a minute of compute
 Writes ``docs/images/metrics_digits_curves.png``, ``metrics_photos_curves.png`` and
 ``metrics_examples.png`` (``--out`` to change the folder).
