@@ -69,9 +69,8 @@ class Downstream:
         self.after = _descendants([self.target])
         self.batch_carrying = _descendants([n for n in graph.nodes if n.op == "placeholder"])
         interpreter = fx.Interpreter(self.graph_module, garbage_collect_values=False)
-        self.output = interpreter.run(image)
+        interpreter.run(image)
         self.cached = {node: value for node, value in interpreter.env.items() if node not in self.after}
-        self.image = image
 
     def __call__(self, value: torch.Tensor) -> Any:
         batch = value.shape[0]
@@ -79,14 +78,14 @@ class Downstream:
         for node, cached in self.cached.items():
             if node.op == "output":
                 continue
-            if node in self.batch_carrying or node.op == "placeholder":
+            if node in self.batch_carrying:  # the input and what was computed from it
                 if isinstance(cached, torch.Tensor):
                     if cached.dim() > 0 and cached.shape[0] == 1:
                         cached = cached.expand(batch, *cached.shape[1:])
                 elif _shape_like(cached):
                     continue  # recomputed from the broadcast tensors
             env[node] = cached
-        return fx.Interpreter(self.graph_module).run(self.image.expand(batch, *self.image.shape[1:]), initial_env=env)
+        return fx.Interpreter(self.graph_module).run(initial_env=env)  # every placeholder is in env
 
 
 def _descendants(roots: list[fx.Node]) -> set[fx.Node]:

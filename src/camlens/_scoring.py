@@ -13,7 +13,7 @@ modified target-layer activations. It
 - for many masked-input forwards on the CPU, runs a copy of the model with each BatchNorm
   folded into the convolution before it (``torch.fx``; the copy is checked against the
   model on the real input and dropped if they disagree) in ``channels_last`` memory format:
-  1.3x-2x faster than the model as given (resnet18, mobilenet_v2); the user's model is not
+  1.3x-2.8x faster than the model as given (resnet18, mobilenet_v2); the user's model is not
   touched,
 - for modified target-layer activations (Ablation-CAM), runs the layers before the target once
   per image and only the layers after it on the chunks (:mod:`camlens._downstream`; checked

@@ -16,10 +16,10 @@ def first_component(features: torch.Tensor, reference: torch.Tensor) -> torch.Te
     ``v`` (first right singular vector) gives the map ``X @ v``. It is found from the smaller
     Gram matrix in float64 — ``X X^T`` (h*w, h*w): the map is ``sqrt(lambda) u``, ``u`` its top
     eigenvector; or ``X^T X`` (C, C): ``v`` is its top eigenvector — the same result as an SVD of
-    ``X`` (tested against one) at a tenth of its cost for 2048 channels at 7x7. The sign of a
-    principal component is arbitrary, so it is fixed to make the map correlate positively
-    with ``reference`` (a map that shows the same evidence, e.g. the mean activation); a map
-    that is all zero stays zero (no NaN).
+    ``X`` (tested against one) at about a third of its cost (13 vs 35 ms for 8 maps of 2048
+    channels at 7x7). The sign of a principal component is arbitrary, so it is fixed to make
+    the map correlate positively with ``reference`` (a map that shows the same evidence, e.g.
+    the mean activation); a map that is all zero stays zero (no NaN).
 
     Args:
         features: (..., C, h, w).
