@@ -47,15 +47,16 @@ class Downstream:
     Args:
         model: the model (in eval mode; the caller runs this under ``torch.inference_mode``).
         module: the target module, called ``call``-th (0-based; ``None``: its only call).
-        image: (1, C, H, W) the input whose forward is cached.
 
-    Calling it with ``value`` (B, ...) a batch of replacements for the target's output returns
-    the model's output for the batch, as if the model had run on ``image`` repeated B times
-    with the target's output replaced. Raises ``ValueError`` for a model it cannot split
-    (untraceable, the module not called as a whole, the call not found).
+    The model is traced once; :meth:`cache` then runs one image (1, C, H, W) through it and
+    keeps what the layers before the target computed. Calling it with ``value`` (B, ...) a
+    batch of replacements for the target's output returns the model's output for the batch,
+    as if the model had run on that image repeated B times with the target's output replaced.
+    Raises ``ValueError`` for a model it cannot split (untraceable, the module not called as a
+    whole, the call not found).
     """
 
-    def __init__(self, model: nn.Module, module: nn.Module, call: int | None, image: torch.Tensor) -> None:
+    def __init__(self, model: nn.Module, module: nn.Module, call: int | None) -> None:
         tracer = _Tracer(module)
         try:
             graph = tracer.trace(model)
@@ -68,9 +69,14 @@ class Downstream:
         self.target = calls[call or 0]
         self.after = _descendants([self.target])
         self.batch_carrying = _descendants([n for n in graph.nodes if n.op == "placeholder"])
+        self.cached: dict[fx.Node, Any] = {}
+
+    def cache(self, image: torch.Tensor) -> "Downstream":
+        """Run ``image`` (1, C, H, W) once and keep every value computed before the target."""
         interpreter = fx.Interpreter(self.graph_module, garbage_collect_values=False)
         interpreter.run(image)
         self.cached = {node: value for node, value in interpreter.env.items() if node not in self.after}
+        return self
 
     def __call__(self, value: torch.Tensor) -> Any:
         batch = value.shape[0]

@@ -105,6 +105,7 @@ class Scorer:
         self.fast_model = "none"  # which copy ran the masked inputs: "none", "channels_last", "folded"
         self.forwards = 0  # images run, for tests and benchmarks
         self.split = False  # whether the last score_activations ran only the layers after the target
+        self._split = None  # the traced Downstream, False if the model cannot be split, None: not tried
 
     # -- what methods call -------------------------------------------------------------
     def score_inputs(self, index: int, make: Callable[[slice], torch.Tensor], count: int) -> torch.Tensor:
@@ -181,14 +182,24 @@ class Scorer:
         return self._loop(count, size, run, "ablations")
 
     def _downstream(self, module: nn.Module, call: int | None, index: int, probe: torch.Tensor, hooked: Callable):
-        """The model split after the target call for image ``index``, if it gives the full model's scores on ``probe``."""
+        """The model split after the target call, cached on image ``index``, if it gives the full model's scores on ``probe``.
+
+        The model is traced once per scorer (a model that cannot be traced is not tried again);
+        each image is run once and checked.
+        """
         from ._downstream import Downstream
 
         with evaluation_mode(self.model), torch.inference_mode():
             try:
-                downstream = Downstream(self.model, module, call, self.inputs[index : index + 1])
+                if self._split is None:
+                    self._split = Downstream(self.model, module, call)
+                if self._split is False:
+                    return None
+                downstream = self._split.cache(self.inputs[index : index + 1])
                 got = self._select(self.model, probe, index, run=downstream).float()
             except Exception:  # untraceable, or the split part fails: hooks do the work
+                if self._split is None:
+                    self._split = False
                 return None
             want = hooked(probe).float()
         if got.shape == want.shape and torch.allclose(got, want, rtol=1e-4, atol=1e-4 * max(want.abs().max().item(), 1e-12)):
