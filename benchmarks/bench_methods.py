@@ -146,7 +146,7 @@ def lite0_with_head_activation():
             x = block(x, drop_connect_rate=rate * float(idx) / len(self._blocks) if rate else rate)
         return self._head_act(self._bn1(self._conv_head(x)))
 
-    loaded = camlens.models.load_model("efficientnet_lite0")
+    loaded = camlens.io.models.load_model("efficientnet_lite0")
     wrapped = copy.deepcopy(loaded.model)
     wrapped._head_act = nn.ReLU6()
     wrapped.extract_features = types.MethodType(extract_features, wrapped)
@@ -244,7 +244,7 @@ def bench_rerun_methods(args) -> None:
     peers = [p for p, m in (("pytorch-grad-cam", "pytorch_grad_cam"), ("torchcam", "torchcam")) if have(m)]
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval()
-    photos = camlens.images.sample_images()
+    photos = camlens.io.images.sample_images()
     loaded, wrapped = lite0_with_head_activation()
     x = loaded.preprocess([photos["chelsea"]])
     if args.quick:
@@ -264,7 +264,7 @@ def bench_agreement(args) -> None:
     # same tensor as `_head_act` of the wrapped copy (see lite0_with_head_activation).
     model, layer, peer_layer = loaded.model, "_swish:1", "_head_act"
     module = camlens.get_module(wrapped, peer_layer)
-    photos = camlens.images.sample_images()
+    photos = camlens.io.images.sample_images()
     names = ["chelsea", "coffee"] if args.quick else list(photos)
     x = loaded.preprocess([photos[n] for n in names])
     size = tuple(x.shape[-2:])

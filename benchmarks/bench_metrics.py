@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from camlens import list_methods
-from camlens.errors import CamlensError
-from camlens.localization_data import (
+from camlens.core.errors import CamlensError
+from camlens.metrics.data import (
     LocalizationSet,
     accuracy,
     digits_localization_set,
@@ -40,7 +40,7 @@ from camlens.localization_data import (
     train_gap_cnn,
 )
 from camlens.metrics import Evaluation, MethodScores, boxes_to_masks, evaluate, evaluate_maps, plot_curves
-from camlens.visualize import save_figure
+from camlens.viz.overlay import save_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,7 +160,7 @@ def main(argv=None) -> int:
         figure_sets.append((model, test.images, test, "features", test.images))
 
     if args.skip != "photos":
-        from camlens.models import load_model
+        from camlens.io.models import load_model
 
         loaded = load_model("efficientnet_lite0")
         photos = pasted_photos_set(2 if quick else 4, model=loaded, seed=args.seed)

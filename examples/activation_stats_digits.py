@@ -37,7 +37,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from camlens import ActivationStats
-from camlens.zoo import MnistNet
+from camlens.io.zoo import MnistNet
 
 
 def digits(normalise: bool) -> tuple[torch.Tensor, torch.Tensor]:

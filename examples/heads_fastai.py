@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import camlens
-from camlens.zoo import fastai_style_resnet
+from camlens.io.zoo import fastai_style_resnet
 
 
 def shrink(path: Path) -> Path:
@@ -27,7 +27,7 @@ def shrink(path: Path) -> Path:
 
     Image.open(path).convert("RGB").quantize(64).save(path, optimize=True)
     return path
-from camlens.images import preprocess, sample_images
+from camlens.io.images import preprocess, sample_images
 
 
 def conv_learner_model(classes: int = 4) -> nn.Sequential:

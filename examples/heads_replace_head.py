@@ -8,7 +8,7 @@ upsampled and made RGB. Two bodies, both kept frozen:
 - torchvision VGG16 — with RANDOM weights: no pretrained VGG16 can be downloaded here, so
   this part shows the mechanics (the head trains, CAM is exact and equals Grad-CAM), not
   what a trained VGG looks at;
-- the embedded ImageNet-pretrained EfficientNet-Lite0 (``camlens.models``), whose maps
+- the embedded ImageNet-pretrained EfficientNet-Lite0 (``camlens.io.models``), whose maps
   mean something.
 
 Writes ``heads_replace_head_lite0.png`` and ``heads_replace_head_vgg16.png`` and prints the
@@ -34,7 +34,7 @@ def shrink(path: Path) -> Path:
 
     Image.open(path).convert("RGB").quantize(64).save(path, optimize=True)
     return path
-from camlens.models import load_model
+from camlens.io.models import load_model
 
 
 def digits(size: int, mean: float, std: float):

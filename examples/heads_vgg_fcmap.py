@@ -29,7 +29,7 @@ def shrink(path: Path) -> Path:
 
     Image.open(path).convert("RGB").quantize(64).save(path, optimize=True)
     return path
-from camlens.images import preprocess, sample_images
+from camlens.io.images import preprocess, sample_images
 
 
 def main() -> None:

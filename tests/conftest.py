@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from camlens.zoo import AdaptiveConcatPool2d, MnistNet, fastai_style_resnet  # noqa: F401  (used by the tests)
+from camlens.io.zoo import AdaptiveConcatPool2d, MnistNet, fastai_style_resnet  # noqa: F401  (used by the tests)
 
 
 class GapNet(nn.Module):
@@ -41,14 +41,14 @@ def gapnet():
 
 @pytest.fixture(scope="session")
 def lite0():
-    from camlens.models import load_model
+    from camlens.io.models import load_model
 
     return load_model("efficientnet_lite0")
 
 
 @pytest.fixture(scope="session")
 def photos():
-    from camlens.images import sample_images
+    from camlens.io.images import sample_images
 
     return sample_images()
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from camlens._fold import fold_for_inference
+from camlens.core.fold import fold_for_inference
 
 
 class SamePadConv(nn.Conv2d):

@@ -12,7 +12,7 @@ from conftest import AdaptiveConcatPool2d, GapNet, fastai_style_resnet
 from torch import nn
 
 import camlens
-from camlens.heads import fold_affine
+from camlens.core.heads import fold_affine
 
 
 def _randomize_batchnorm(model: nn.Module) -> nn.Module:

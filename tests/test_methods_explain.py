@@ -10,7 +10,7 @@ from torch import nn
 
 import camlens
 from camlens.methods import GRADIENT_METHODS
-from camlens.postprocess import finalize_maps, normalize_maps
+from camlens.core.postprocess import finalize_maps, normalize_maps
 
 
 class Tiny(nn.Module):
@@ -110,7 +110,7 @@ def test_scorecam_exact_matches_reference_and_skips_duplicates(setup):
 def test_scorecam_scores_each_distinct_mask_once(setup):
     model, x = setup
     acts = activations(model, x)
-    from camlens._scoring import Scorer
+    from camlens.engine._scoring import Scorer
 
     counts = []
     original = Scorer.score_inputs
@@ -224,8 +224,8 @@ def test_ablationcam_runs_layers_before_the_target_once(cls, split):
     x = torch.randn(2, 3, 10, 10)
     stem_images = []
     model.stem.register_forward_hook(lambda m, a, o: stem_images.append(o.shape[0]))
-    with mock.patch("camlens._scoring.Scorer.score_activations", autospec=True,
-                    side_effect=camlens._scoring.Scorer.score_activations) as scoring:
+    with mock.patch("camlens.engine._scoring.Scorer.score_activations", autospec=True,
+                    side_effect=camlens.engine._scoring.Scorer.score_activations) as scoring:
         e = camlens.explain(model, x, "ablationcam", "block", classes=[1, 3], batch_size=2)
     scorer, stem_runs = scoring.call_args.args[0], sum(stem_images)
     assert scorer.split is split
@@ -344,7 +344,7 @@ class BNNet(nn.Module):
 
 
 def test_scorecam_runs_batchnorm_folded_copy_and_matches_reference():
-    from camlens import _scoring
+    from camlens.engine import _scoring
 
     model, x = BNNet().eval(), torch.randn(1, 3, 12, 12)
     kinds = []
@@ -365,8 +365,8 @@ def test_scorecam_runs_batchnorm_folded_copy_and_matches_reference():
 
 
 def test_fast_copy_falls_back_when_untraceable_or_different():
-    from camlens import _scoring
-    from camlens.explain import _logits
+    from camlens.engine import _scoring
+    from camlens.engine._outputs import logits_of as _logits
 
     select = lambda m, x, i: _logits(m(x))  # noqa: E731
 
@@ -393,6 +393,6 @@ def test_fast_copy_falls_back_when_untraceable_or_different():
         def forward(self, x):
             return self.inner(x) + 1.0
 
-    with mock.patch("camlens._fold.fold_for_inference", side_effect=lambda m: (Wrong(m), 0)):
+    with mock.patch("camlens.core.fold.fold_for_inference", side_effect=lambda m: (Wrong(m), 0)):
         fast, kind = _scoring._fast_copy(model, x, select)
     assert kind == "channels_last"

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from camlens.cli import main
-from camlens.cli_evaluate import read_boxes
+from camlens.cli.evaluate import read_boxes
 
 
 def test_read_boxes_header_union_and_errors(tmp_path):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from camlens import InputError, explain
-from camlens.localization_data import GapCNN, digits_localization_set, pasted_photos_set, train_gap_cnn
+from camlens.metrics.data import GapCNN, digits_localization_set, pasted_photos_set, train_gap_cnn
 from camlens.metrics import boxes_to_masks
 
 pytest.importorskip("sklearn")
@@ -66,7 +66,7 @@ def test_pasted_photos_are_apart_and_labelled_by_the_model_alone():
     grey = (data.images == 127 / 255).all(1)
     assert grey[~boxes_to_masks(data.boxes, (224, 224)).any(1)].all()  # outside the photos: the grey canvas
     # each photo's class is the stub's top-1 on the photo alone
-    from camlens.localization_data import _photo
+    from camlens.metrics.data import _photo
 
     name = data.notes[0][0]
     alone = net(preprocess([_photo(name)])).argmax(1)

@@ -12,8 +12,8 @@ import torchvision
 from PIL import Image
 
 import camlens
-from camlens.models import RandomWeightsWarning, load_model
-from camlens.visualize import apply_colormap, overlay
+from camlens.io.models import RandomWeightsWarning, load_model
+from camlens.viz.overlay import apply_colormap, overlay
 
 
 def test_random_torchvision_weights_warn_loudly():

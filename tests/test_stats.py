@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from camlens import ActivationStats, CamlensError, InputError, LayerNotFoundError
-from camlens.stats import CHUNK_ROWS, default_modules
+from camlens.stats.activation_stats import CHUNK_ROWS, default_modules
 
 
 def small_mlp() -> nn.Sequential:

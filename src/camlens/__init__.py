@@ -1,10 +1,13 @@
 """camlens: why did the CNN say that? Class activation maps, hooks and layer statistics.
 
+The code is laid out by job, one folder each (see the README's "How the code is laid out"):
+core <- methods <- io <- viz <- engine <- {metrics, stats} <- cli; integrations on top.
+
 The public surface is flat: ``camlens.explain``, ``camlens.find_target_layer``,
 ``camlens.describe``, ``camlens.Hook``/``Hooks``/``capture``, ``camlens.overlay``, ...
 """
 
-from .errors import (
+from .core.errors import (
     CamlensError,
     HeadError,
     InPlaceModifiedError,
@@ -14,18 +17,18 @@ from .errors import (
     MultipleCallsError,
     NoGradientError,
 )
-from .explain import Explanation, explain, resolve_classes
-from .heads import HeadVerdict, analyze_head
+from .engine import Explanation, Scorer, explain, resolve_classes
+from .core.heads import HeadVerdict, analyze_head
 from .methods import fcmap as _fcmap  # noqa: F401  (registers "fcmap")
-from .rewrite import FinetuneHistory, FullyConvolutional, GapLinearModel, finetune_head, fully_convolutional, replace_head
-from .images import imagenet_classes, load_image, preprocess, sample_images
-from .models import LoadedModel, load_model
-from .visualize import apply_colormap, overlay, plot_explanation, save_figure, save_image
-from .hooks import Captured, Hook, Hooks, capture, get_module
-from .layers import ModelDescription, describe, find_target_layer, trace_model
-from ._scoring import Scorer
+from .core.rewrite import FinetuneHistory, FullyConvolutional, GapLinearModel, finetune_head, fully_convolutional, replace_head
+from .io.images import imagenet_classes, load_image, preprocess, sample_images
+from .io.models import LoadedModel, load_model
+from .viz.overlay import apply_colormap, overlay, plot_explanation, save_figure, save_image
+from .core.hooks import Captured, Hook, Hooks, capture, get_module
+from .core.layers import ModelDescription, describe, find_target_layer
+from .core.trace import trace_model
 from .methods import GRADIENT_METHODS, get_method, list_methods, register_method
-from .postprocess import finalize_maps, normalize_maps, upsample_maps
+from .core.postprocess import finalize_maps, normalize_maps, upsample_maps
 from .stats import ActivationStats, LayerStats
 from . import metrics  # noqa: F401  (camlens.metrics: faithfulness and localization)
 

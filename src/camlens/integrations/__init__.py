@@ -11,7 +11,7 @@ but creating its callback raises :class:`MissingExtraError`, which says what to 
 
 from __future__ import annotations
 
-from ..errors import CamlensError
+from ..core.errors import CamlensError
 
 __all__ = ["MissingExtraError"]
 

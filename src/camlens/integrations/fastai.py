@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import missing_base
-from ..stats import ActivationStats
+from ..stats.activation_stats import ActivationStats
 
 try:
     from fastai.callback.core import Callback

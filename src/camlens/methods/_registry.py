@@ -25,7 +25,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 __all__ = ["Method", "register_method", "get_method", "list_methods"]
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import torch
 
-from ..postprocess import normalize_maps, upsample_maps
+from ..core.postprocess import normalize_maps, upsample_maps
 from ._registry import register_method
 
 __all__ = ["masks_from_activations", "scorecam", "sscam", "iscam", "score_weights"]

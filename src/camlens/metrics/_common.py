@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._modes import evaluation_mode
-from ..errors import InputError
+from ..core.modes import evaluation_mode
+from ..core.errors import InputError
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 

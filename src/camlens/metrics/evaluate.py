@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..errors import CamlensError, InputError
+from ..core.errors import CamlensError, InputError
 from ._common import ScoreFn, check_inputs, flatten_pairs, logits_in_batches
 from .faithfulness import ConfidenceChange, Curves, confidence_change, deletion_curve, insertion_curve
 from .localization import energy_pointing_game, localization_iou, pointing_game
@@ -149,7 +149,7 @@ def evaluate_maps(
 
 def _explain_timed(model, inputs, method, target_layer, classes, batch_size, budget, options):
     """Maps of ``method`` for as many images as ``budget`` seconds allow (all without one)."""
-    from ..explain import explain
+    from ..engine.explain import explain
     from ..methods import get_method
 
     taken = getattr(get_method(method), "options", ())
@@ -237,7 +237,7 @@ def evaluate(
         >>> sorted(result.summary()), sorted(result.summary()["cam"])[:4]
         (['cam', 'gradcam'], ['average_drop', 'deletion', 'energy', 'increase'])
     """
-    from ..explain import resolve_classes
+    from ..engine.explain import resolve_classes
     from ..methods import get_method, list_methods
 
     inputs = check_inputs(inputs)
@@ -249,7 +249,7 @@ def evaluate(
         raise InputError(f"explain_batch_size must be at least 1, got {explain_batch_size}")
     class_index = resolve_classes(classes, logits_in_batches(model, inputs, batch_size))
     if target_layer is None:  # found once, so no method's time includes the search
-        from ..layers import find_target_layer
+        from ..core.layers import find_target_layer
 
         target_layer = find_target_layer(model, tuple(inputs.shape[1:]))
     settings = dict(step=step, deletion_baseline=deletion_baseline, insertion_baseline=insertion_baseline,

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._modes import evaluation_mode
-from ..errors import InputError
+from ..core.modes import evaluation_mode
+from ..core.errors import InputError
 from ._common import ScoreFn, chunks, flatten_pairs, forward_logits, make_baseline, score_fn
 
 __all__ = ["Curves", "ConfidenceChange", "auc", "deletion_curve", "insertion_curve", "confidence_change"]

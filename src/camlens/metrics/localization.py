@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 __all__ = [
     "boxes_to_masks", "masks_to_boxes", "box_iou", "largest_component", "boxes_from_maps",

@@ -17,16 +17,17 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from .errors import InputError
+from ..core.errors import InputError
+from ._common import add_model_options, parse_classes
 
 DIGITS_TOLERANCE = 4  # the pointing game's 15 pixels at 224, scaled to a 64-pixel canvas
 
 
-def add_evaluate_parser(sub: Any, add_model_options: Callable[[argparse.ArgumentParser, bool], None]) -> None:
+def add_parser(sub: Any) -> None:
     """Register the ``evaluate`` subcommand on ``sub`` (the CLI's subparsers)."""
     p = sub.add_parser(
         "evaluate", help="score the methods: deletion/insertion AUC, average drop, pointing game, box IoU",
@@ -56,7 +57,7 @@ def add_evaluate_parser(sub: Any, add_model_options: Callable[[argparse.Argument
     p.add_argument("--seed", type=int, default=0, help="seed of the built-in datasets and training")
     p.add_argument("--plot", help="write the deletion/insertion curves to this PNG")
     p.add_argument("--json", dest="json_path", help="write the per-method means to this JSON file")
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=run)
 
 
 def _step(value: float) -> int | float:
@@ -89,7 +90,7 @@ def read_boxes(path: str | Path) -> dict[str, list[tuple[float, float, float, fl
 
 def _masks_for(paths: list[Path], images: list[Any], boxes: dict, size: tuple[int, int]) -> torch.Tensor:
     """(N, H, W) union of each image's boxes, scaled from the image's pixels to the input size."""
-    from .metrics import boxes_to_masks
+    from ..metrics import boxes_to_masks
 
     height, width = size
     masks = torch.zeros(len(paths), height, width, dtype=torch.bool)
@@ -106,14 +107,14 @@ def _masks_for(paths: list[Path], images: list[Any], boxes: dict, size: tuple[in
 
 def _prepare(args: argparse.Namespace) -> dict[str, Any]:
     """Model, inputs, classes and targets for the chosen data source."""
-    from .models import load_model
+    from ..io.models import load_model
 
     if args.dataset and args.images:
         raise InputError("give image files or --dataset, not both")
     if not args.dataset and not args.images:
         raise InputError("nothing to evaluate: give image files, or --dataset photos / --dataset digits")
     if args.dataset == "digits":
-        from .localization_data import accuracy, digits_localization_set, train_gap_cnn
+        from ..metrics.data import accuracy, digits_localization_set, train_gap_cnn
 
         n = args.n or 96
         train = digits_localization_set(4000, "train", seed=args.seed)
@@ -124,27 +125,26 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
                     layer=args.layer or "features", tolerance=DIGITS_TOLERANCE)
     loaded = load_model(args.model or "efficientnet_lite0", weights=args.weights, arch=args.arch, trust=args.trust)
     if args.dataset == "photos":
-        from .localization_data import pasted_photos_set
+        from ..metrics.data import pasted_photos_set
 
         data = pasted_photos_set(args.n or 4, model=loaded, seed=args.seed)
         return dict(model=loaded.model, inputs=loaded.preprocess(list(data.images)), classes=data.classes,
                     targets=data.boxes, layer=args.layer, tolerance=15)
 
-    from .cli import _parse_classes
-    from .images import load_image
+    from ..io.images import load_image
 
     paths = [Path(p) for p in args.images]
     images = [load_image(p) for p in paths]
     inputs = loaded.preprocess(images)
     targets = _masks_for(paths, images, read_boxes(args.boxes), tuple(inputs.shape[-2:])) if args.boxes else None
-    return dict(model=loaded.model, inputs=inputs, classes=_parse_classes(args.klass, loaded), targets=targets,
+    return dict(model=loaded.model, inputs=inputs, classes=parse_classes(args.klass, loaded), targets=targets,
                 layer=args.layer, tolerance=15)
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .methods import get_method
-    from .metrics import evaluate, plot_curves
-    from .visualize import save_figure
+def run(args: argparse.Namespace) -> int:
+    from ..methods import get_method
+    from ..metrics import evaluate, plot_curves
+    from ..viz.overlay import save_figure
 
     methods = None if args.method.strip().lower() == "all" else [m.strip() for m in args.method.split(",") if m.strip()]
     for name in methods or []:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._modes import evaluation_mode
+from .modes import evaluation_mode
 from .errors import HeadError, InputError, LayerNotExecutedError
 from .heads import HeadOp, _continuous, _is_pooling, _DROPOUT, _is_reshape, _score_tensor, _walk_chain, head_units
 from .heads import analyze_head  # noqa: F401  (used in the examples)
@@ -89,11 +89,11 @@ def _copy_without(model: nn.Module, drop: Iterable[nn.Module]) -> nn.Module:
 
 
 def _trace_head(model: nn.Module, input_size: tuple[int, ...], target_layer: str | None):
-    from .layers import _calls_after, _pick_target, trace_model
+    from .trace import calls_after, pick_target, trace_model
 
     trace = trace_model(model, tuple(input_size))
     if target_layer is None:
-        target, group = _pick_target(trace)
+        target, group = pick_target(trace)
     else:
         base, index = parse_layer_name(str(target_layer))
         get_module(model, base)
@@ -102,7 +102,7 @@ def _trace_head(model: nn.Module, input_size: tuple[int, ...], target_layer: str
             raise LayerNotExecutedError(f"target layer {base!r} did not run in the traced forward")
         target = calls[index if index is not None else -1]
         group = [target]
-    after = _calls_after(trace, group)
+    after = calls_after(trace, group)
     return trace, target, group, after
 
 

@@ -7,7 +7,6 @@ appear only at the edges (taking PIL images in, giving PIL images and figures ou
 from __future__ import annotations
 
 import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,7 +16,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .errors import InputError
+from ..core.errors import InputError
+from ..io.files import atomic_write
+from ..io.images import to_tensor_image
 
 __all__ = ["colormap_lut", "apply_colormap", "overlay", "to_tensor_image", "plot_explanation", "save_image", "save_figure"]
 
@@ -43,23 +44,6 @@ def apply_colormap(maps: torch.Tensor, cmap: str = "jet") -> torch.Tensor:
     lut = colormap_lut(cmap, maps.device)
     index = (maps.clamp(0, 1) * 255).round().long()
     return lut[index].movedim(-1, -3)
-
-
-def to_tensor_image(image: Any) -> torch.Tensor:
-    """A PIL image, a uint8/float numpy array (H, W, 3) or a (3, H, W) tensor -> (3, H, W) float in [0, 1]."""
-    if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
-    if isinstance(image, np.ndarray):
-        if image.ndim == 2:
-            image = np.stack([image] * 3, axis=-1)
-        tensor = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)
-        return tensor.float() / 255.0 if tensor.dtype == torch.uint8 else tensor.float()
-    if isinstance(image, torch.Tensor):
-        if image.dim() != 3 or image.shape[0] not in (1, 3):
-            raise InputError(f"an image tensor must be (3, H, W) or (1, H, W), got {tuple(image.shape)}")
-        image = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
-        return image.expand(3, -1, -1) if image.shape[0] == 1 else image
-    raise InputError(f"cannot use {type(image).__name__} as an image; pass a PIL image, numpy array or tensor")
 
 
 def overlay(image: Any, map: torch.Tensor, alpha: float = 0.5, cmap: str = "jet") -> Any:
@@ -97,30 +81,12 @@ def overlay(image: Any, map: torch.Tensor, alpha: float = 0.5, cmap: str = "jet"
     return blended if batched else blended[0]
 
 
-def _atomic_write(path: Path, write) -> Path:
-    """Write through a temporary file in the same folder, then rename: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 def save_image(image: Any, path: str | os.PathLike) -> Path:
     """Save a PIL image or a (3, H, W) tensor in [0, 1] as PNG, atomically."""
     if not isinstance(image, Image.Image):
         tensor = to_tensor_image(image)
         image = Image.fromarray((tensor.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy())
-    return _atomic_write(Path(path), lambda tmp: image.save(tmp, format="PNG"))
+    return atomic_write(Path(path), lambda tmp: image.save(tmp, format="PNG"))
 
 
 def save_figure(figure, path: str | os.PathLike, dpi: int = 110) -> Path:
@@ -128,7 +94,7 @@ def save_figure(figure, path: str | os.PathLike, dpi: int = 110) -> Path:
     import matplotlib.pyplot as plt
 
     try:
-        return _atomic_write(Path(path), lambda tmp: figure.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
+        return atomic_write(Path(path), lambda tmp: figure.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
     finally:
         plt.close(figure)
 

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-from .explain import explain
-from .images import sample_images
-from .models import load_model
-from .visualize import overlay, plot_explanation, save_figure, save_image
+from ..engine.explain import explain
+from ..io.images import sample_images
+from ..io.models import load_model
+from ..viz.overlay import overlay, plot_explanation, save_figure, save_image
 
 EGYPTIAN_CAT, ESPRESSO = 285, 967
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("demo", help="explain the embedded pretrained model on sample photos")
+    p.add_argument("--out", default="camlens-demo", help="output folder (default: camlens-demo)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    run_demo(Path(args.out))
+    return 0
 
 
 def run_demo(out_dir: Path, verbose: bool = True) -> dict[str, Path]:

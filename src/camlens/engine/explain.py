@@ -22,14 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._modes import evaluation_mode
+from ..core.modes import evaluation_mode
+from ._outputs import logits_of
 from ._scoring import Scorer
-from .errors import HeadError, InputError, LayerNotExecutedError, MultipleCallsError
-from .heads import HeadRecorder
-from .hooks import _not_run_message, capture, first_tensor, get_module, module_name, parse_layer_name
-from .layers import find_target_layer
-from .methods import get_method
-from .postprocess import finalize_maps, normalize_maps, upsample_maps
+from ..core.errors import HeadError, InputError, LayerNotExecutedError, MultipleCallsError
+from ..core.heads import HeadRecorder
+from ..core.hooks import _not_run_message, capture, first_tensor, get_module, module_name, parse_layer_name
+from ..core.layers import find_target_layer
+from ..methods import get_method
+from ..core.postprocess import finalize_maps, normalize_maps, upsample_maps
 
 __all__ = ["Explanation", "explain", "resolve_classes"]
 
@@ -179,14 +180,6 @@ def _default_target(model: nn.Module, input_size: tuple[int, ...]) -> str:
     return per_model[key]
 
 
-def _logits(output: Any) -> torch.Tensor:
-    tensor = first_tensor(getattr(output, "logits", output))
-    if tensor is None or tensor.dim() != 2:
-        shape = None if tensor is None else tuple(tensor.shape)
-        raise InputError(f"the model must return class scores of shape (N, classes); it returned {shape}")
-    return tensor
-
-
 def _check_inputs(model: nn.Module, inputs: Any) -> None:
     if isinstance(model, torch.jit.ScriptModule):
         raise InputError(
@@ -285,7 +278,7 @@ def _forward(model: nn.Module, inputs: torch.Tensor, layers: list[str], with_gra
             handle.remove()
         if recorder is not None:
             recorder.remove()
-    output = _logits(output)
+    output = logits_of(output)
     logits, score_source = recorder.scores(output, score)
     activations = []
     for layer, tap in zip(layers, taps):
@@ -375,7 +368,7 @@ def _explain(model, inputs, methods, layers, classes, fuse, batch_size, progress
                 )
             available["class_weights"] = verdict.weight.detach()[class_index]
         if "score_maps" in needs:
-            from .rewrite import class_score_maps
+            from ..core.rewrite import class_score_maps
 
             dense = class_score_maps(model, inputs, fcmap_scale)
             available["score_maps"] = dense.gather(1, class_index[:, :, None, None].expand(-1, -1, *dense.shape[2:]))
@@ -490,7 +483,7 @@ def explain(
         {'gradcampp': (1, 3, 224, 224), 'layercam': (1, 3, 224, 224)}
     """
     if not isinstance(model, nn.Module) and hasattr(model, "dls"):  # a fastai Learner
-        from .integrations.fastai_learner import learner_model_and_inputs
+        from ._learner import learner_model_and_inputs
 
         model, inputs = learner_model_and_inputs(model, inputs)
     _check_inputs(model, inputs)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 __all__ = ["is_learner", "learner_model_and_inputs", "learner_inputs"]
 

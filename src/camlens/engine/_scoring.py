@@ -33,8 +33,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ._modes import evaluation_mode
-from .hooks import get_module, parse_layer_name
+from ..core.modes import evaluation_mode
+from ..core.hooks import get_module, parse_layer_name
 
 __all__ = ["Scorer", "available_memory"]
 
@@ -227,11 +227,11 @@ class Scorer:
 
         ``run``: what computes the output instead of ``model`` (a :class:`Downstream` of it).
         """
-        from .explain import _logits
-        from .heads import HeadRecorder
+        from ._outputs import logits_of
+        from ..core.heads import HeadRecorder
 
         with HeadRecorder(model) as recorder:
-            output = _logits((run or model)(x))
+            output = logits_of((run or model)(x))
         logits, _ = recorder.scores(output, self.score)
         return logits[:, self.classes[index]]
 
@@ -288,7 +288,7 @@ def _fast_copy(model: nn.Module, example: torch.Tensor, select: Callable) -> tup
     except Exception:  # a model that cannot be copied: run it as it is
         return model, "none"
     try:
-        from ._fold import fold_for_inference
+        from ..core.fold import fold_for_inference
 
         folded = fold_for_inference(plain)[0].to(memory_format=torch.channels_last)
         with evaluation_mode(model), torch.inference_mode():

@@ -46,8 +46,8 @@ from typing import Any, NamedTuple, Union
 import torch
 from torch import nn
 
-from .errors import InputError, LayerNotFoundError
-from .hooks import get_module, module_name
+from ..core.errors import InputError, LayerNotFoundError
+from ..core.hooks import get_module, module_name
 
 __all__ = ["ActivationStats", "LayerStats", "default_modules"]
 
@@ -393,9 +393,9 @@ class ActivationStats:
             writer.writerow([r["name"], r["batch"], r["mean"], r["std"], r["near_zero"]] + ([int(c) for c in r["hist"]] if hist else []))
         text = buffer.getvalue()
         if path is not None:
-            from .visualize import _atomic_write
+            from ..io.files import atomic_write
 
-            _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
+            atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
         return text
 
     @property
@@ -411,19 +411,19 @@ class ActivationStats:
     # -- plots (matplotlib, see camlens.stats_plots) -----------------------------------
     def plot_layer_stats(self, entry: int | str, path: str | Path | None = None):
         """Mean, std and % near zero of one entry over the batches; see :func:`camlens.stats_plots.plot_layer_stats`."""
-        from .stats_plots import plot_layer_stats
+        from .plots import plot_layer_stats
 
         return plot_layer_stats(self, entry, path=path)
 
     def color_dim(self, entry: int | str, path: str | Path | None = None, ax=None, **kwargs: Any):
         """The "colorful dimension" of one entry; see :func:`camlens.stats_plots.color_dim`."""
-        from .stats_plots import color_dim
+        from .plots import color_dim
 
         return color_dim(self, entry, path=path, ax=ax, **kwargs)
 
     def plot_overview(self, path: str | Path | None = None, **kwargs: Any):
         """A grid with the colorful dimension of every entry; see :func:`camlens.stats_plots.plot_overview`."""
-        from .stats_plots import plot_overview
+        from .plots import plot_overview
 
         return plot_overview(self, path=path, **kwargs)
 

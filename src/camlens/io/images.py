@@ -7,12 +7,12 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from .errors import InputError
-from .visualize import to_tensor_image
+from ..core.errors import InputError
 
 __all__ = ["load_image", "preprocess", "sample_images", "imagenet_classes"]
 
@@ -20,7 +20,7 @@ __all__ = ["load_image", "preprocess", "sample_images", "imagenet_classes"]
 @lru_cache(maxsize=1)
 def imagenet_classes() -> list[str]:
     """The 1000 ImageNet-1k class names, index -> name (shipped with camlens)."""
-    text = resources.files("camlens").joinpath("data/imagenet_classes.txt").read_text(encoding="utf-8")
+    text = resources.files("camlens.io").joinpath("data/imagenet_classes.txt").read_text(encoding="utf-8")
     return text.splitlines()
 
 
@@ -81,3 +81,20 @@ def side_by_side(left: Image.Image, right: Image.Image) -> Image.Image:
     canvas.paste(left, (0, 0))
     canvas.paste(right, (left.width, 0))
     return canvas
+
+
+def to_tensor_image(image: Any) -> torch.Tensor:
+    """A PIL image, a uint8/float numpy array (H, W, 3) or a (3, H, W) tensor -> (3, H, W) float in [0, 1]."""
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2:
+            image = np.stack([image] * 3, axis=-1)
+        tensor = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)
+        return tensor.float() / 255.0 if tensor.dtype == torch.uint8 else tensor.float()
+    if isinstance(image, torch.Tensor):
+        if image.dim() != 3 or image.shape[0] not in (1, 3):
+            raise InputError(f"an image tensor must be (3, H, W) or (1, H, W), got {tuple(image.shape)}")
+        image = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+        return image.expand(3, -1, -1) if image.shape[0] == 1 else image
+    raise InputError(f"cannot use {type(image).__name__} as an image; pass a PIL image, numpy array or tensor")

@@ -476,11 +476,11 @@ def analyze_head(
         input_size: (C, H, W) of one input.
         target_layer: the feature layer (``None``: :func:`camlens.find_target_layer`).
     """
-    from .layers import _calls_after, _pick_target, trace_model  # layers imports this module
+    from .trace import calls_after, pick_target, trace_model
 
     trace = trace_model(model, input_size)
     if target_layer is None:
-        target, group = _pick_target(trace)
+        target, group = pick_target(trace)
     else:
         from .hooks import get_module, parse_layer_name
 
@@ -494,7 +494,7 @@ def analyze_head(
         target = calls[index if index is not None else -1]
         group = [target]
     activation = target._value if target._value is not None else target._output
-    return verdict_from_trace(target.key, activation, trace.output, _calls_after(trace, group))
+    return verdict_from_trace(target.key, activation, trace.output, calls_after(trace, group))
 
 
 class HeadRecorder:

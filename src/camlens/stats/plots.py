@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .stats import ActivationStats
+from typing import Any
 
 __all__ = ["plot_layer_stats", "color_dim", "plot_overview"]
 
 
 def _finish(figure, path: str | Path | None):
     if path is not None:
-        from .visualize import save_figure
+        from ..viz.overlay import save_figure
 
         save_figure(figure, path)
     return figure
@@ -115,7 +112,7 @@ def plot_overview(
 
     n = len(stats.names)
     if n == 0:
-        from .errors import InputError
+        from ..core.errors import InputError
 
         raise InputError("nothing was recorded yet: run training forwards inside the ActivationStats block first.")
     cols = max(1, min(cols, n))

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .errors import InputError
+from ..core.errors import InputError
 from .images import imagenet_classes, preprocess
 
 __all__ = ["LoadedModel", "load_model", "RandomWeightsWarning", "EMBEDDED_MODEL"]

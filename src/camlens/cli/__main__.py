@@ -1,0 +1,7 @@
+"""``python -m camlens.cli``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,11 @@
+"""explain(): one forward and one backward feeding every requested method and class.
+
+``explain`` (the engine and :class:`Explanation`), ``_scoring`` (the re-run forwards of the
+gradient-free methods), ``_downstream`` (only the layers after the target, for Ablation-CAM),
+``_outputs`` (the class scores in a model's output), ``_learner`` (fastai Learners, duck-typed).
+"""
+
+from ._scoring import Scorer
+from .explain import Explanation, explain, resolve_classes
+
+__all__ = ["Explanation", "explain", "resolve_classes", "Scorer"]

@@ -1,0 +1,4 @@
+"""What a person looks at: colormaps, overlays, figures, PNG files.
+
+``overlay`` (apply_colormap, overlay, save_image, save_figure, plot_explanation).
+"""
