@@ -10,11 +10,15 @@ How it stays fast and leaves no trace:
   (ResNet's ``out += identity``, ``ReLU(inplace=True)``) cannot change the stored
   activations.
 - Hooks are removed in ``finally``; every module's train/eval flag is restored.
+- Thread-safe: a call holds the model's lock (:func:`camlens.core.locks.model_lock`) from
+  finding the target to the last re-run forward, so concurrent calls on one model take
+  turns (and equal sequential calls); calls on different models run in parallel.
+- Bad arguments, NaN/Inf and layers without a spatial grid raise a clear error
+  (:mod:`camlens.engine._validate`).
 """
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.locks import model_lock
 from ..core.modes import evaluation_mode
+from . import _validate
 from ._outputs import logits_of
 from ._scoring import Scorer
 from ..core.errors import HeadError, InputError, LayerNotExecutedError, MultipleCallsError
@@ -78,6 +84,8 @@ def resolve_classes(classes: Any, logits: torch.Tensor) -> torch.Tensor:
     Tensor: 0-d like an int, 1-d of length N one class per image, 2-d (N, K) as given.
     """
     n, num_classes = logits.shape
+    if hasattr(classes, "__array__") and not isinstance(classes, torch.Tensor):  # numpy arrays and scalars
+        classes = torch.as_tensor(classes)
     if classes is None:
         result = logits.argmax(dim=1, keepdim=True)
     elif isinstance(classes, str):
@@ -89,6 +97,7 @@ def resolve_classes(classes: Any, logits: torch.Tensor) -> torch.Tensor:
             raise InputError(f"classes={classes!r} asks for {k} classes but the model outputs {num_classes}")
         result = logits.topk(k, dim=1).indices
     elif isinstance(classes, torch.Tensor):
+        _validate.check_class_tensor(classes)
         result = classes.to(logits.device).long()
         if result.dim() == 0:
             result = result.expand(n).unsqueeze(1)
@@ -101,10 +110,12 @@ def resolve_classes(classes: Any, logits: torch.Tensor) -> torch.Tensor:
             result = result.unsqueeze(1)
         elif result.dim() != 2 or result.shape[0] != n:
             raise InputError(f"classes tensor must be (N, K) with N={n}, got {tuple(result.shape)}")
-    elif isinstance(classes, (int, list, tuple)) and not isinstance(classes, bool):
-        values = [classes] if isinstance(classes, int) else list(classes)
-        if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-            raise InputError(f"classes={classes!r}: expected class indices (ints)")
+    elif isinstance(classes, (float, bool)):
+        raise _validate.ArgumentTypeError(f"classes={classes!r} is not a class index; pass an int, a list of ints, 'top5' or None")
+    elif isinstance(classes, (int, list, tuple)):
+        values = [classes] if isinstance(classes, int) else [_validate.class_index(v) for v in classes]
+        if not values:
+            raise InputError("classes is an empty list; give at least one class index (or None for the top-1)")
         result = torch.tensor(values, device=logits.device).expand(n, len(values))
     else:
         raise InputError(f"classes of type {type(classes).__name__} is not understood; use None, an int, a list, 'top5' or a tensor")
@@ -167,17 +178,21 @@ class _TargetTap:
         return self.outputs[index]
 
 
-_TARGET_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
-
-
 def _default_target(model: nn.Module, input_size: tuple[int, ...]) -> str:
-    """find_target_layer, cached per model, input size and module structure (a swapped head re-traces)."""
-    structure = hash(tuple((name, type(module)) for name, module in model.named_modules()))
-    per_model = _TARGET_CACHE.setdefault(model, {})
-    key = (input_size, structure)
-    if key not in per_model:
-        per_model[key] = find_target_layer(model, input_size)
-    return per_model[key]
+    """find_target_layer, remembered per model, input size and module structure (a swapped head re-traces).
+
+    The memo is the model's own (:func:`camlens.core.locks.model_lock`), read and written
+    under its lock: it dies with the model and threads never see it half-written.
+    """
+    structure = tuple((name, type(module)) for name, module in model.named_modules())
+    with model_lock(model) as state:
+        targets = state.memo.setdefault("target_layer", {})
+        key = (input_size, structure)
+        if key not in targets:
+            if len(targets) >= 8:  # a model explained at many sizes: keep the memo small
+                targets.pop(next(iter(targets)))
+            targets[key] = find_target_layer(model, input_size)
+        return targets[key]
 
 
 def _check_inputs(model: nn.Module, inputs: Any) -> None:
@@ -197,6 +212,10 @@ def _check_inputs(model: nn.Module, inputs: Any) -> None:
     param = next(iter(model.parameters()), None)
     if param is not None and param.device != inputs.device:
         raise InputError(f"inputs are on {inputs.device} but the model is on {param.device}: move one of them")
+    if min(inputs.shape) == 0:
+        raise InputError(f"inputs must hold at least one image of at least 1×1 pixels, got shape {tuple(inputs.shape)}")
+    _validate.check_finite(inputs, "the input", "replace or drop those pixels/images before explaining")
+    _validate.check_exported_shape(model, inputs)
 
 
 def _modules_that_ran(model: nn.Module, inputs: torch.Tensor) -> list[str]:
@@ -339,13 +358,19 @@ def _scorer(model, inputs, layer, class_index, scores, activations, gradients, b
     )
 
 
-def _explain(model, inputs, methods, layers, classes, fuse, batch_size, progress, options, score, fcmap_scale
-             ) -> dict[str, Explanation]:
+def _explain(model, inputs, methods, layers, classes, fuse, batch_size, progress, options, score, fcmap_scale,
+             allow_1x1=False) -> dict[str, Explanation]:
     """One forward (and one backward for all gradient methods and classes) for every layer."""
     needs = {need for m in methods for need in m.needs}
     output, logits, score_source, activations, recorder = _forward(
         model, inputs, layers, "gradients" in needs, score, ops="class_weights" in needs
     )
+    _validate.check_finite(
+        logits.detach(), "the model's output (the class scores)",
+        "the input is finite, so the model produced it (check its weights, dtype and normalisation)",
+    )
+    for layer, acts in zip(layers, activations):
+        _validate.check_grid(model, inputs, layer, acts, allow_1x1)
     class_index = resolve_classes(classes, logits.detach())
     with torch.enable_grad():  # the user may call explain under torch.no_grad()
         scores = logits.gather(1, class_index)
@@ -378,6 +403,10 @@ def _explain(model, inputs, methods, layers, classes, fuse, batch_size, progress
             )
         for m in methods:
             raw = m(options, **available).detach()
+            _validate.check_finite(
+                raw, f"method {m.name!r}'s map at layer {layer!r}",
+                "the layer's activations or gradients overflow (try another layer, float32, or another method)",
+            )
             raws[m.name].append(raw.expand(-1, k, -1, -1) if raw.shape[1] == 1 and k > 1 else raw)
 
     size = tuple(inputs.shape[-2:])
@@ -435,6 +464,7 @@ def explain(
     progress: bool | None = None,
     score: str = "logits",
     fcmap_scale: float = 2.0,
+    allow_1x1: bool = False,
     **options: Any,
 ) -> Explanation | dict[str, Explanation]:
     """Class activation maps of ``model`` for ``inputs``.
@@ -466,11 +496,22 @@ def explain(
             the (log-)probability itself. Recorded in ``Explanation.score_source``.
         fcmap_scale: ``method="fcmap"`` only: how much to enlarge the image before running
             the fully convolutional rewrite (VGG16 at 224 with 2: an 8×8 score map).
+        allow_1x1: accept a target layer whose output is a 1×1 grid (its "map" is one
+            number per class, upsampled); refused by default.
         **options: method options, e.g. ``top_k=64`` (Score-CAM fast mode), ``samples=``;
             each goes to the requested methods that take it.
 
     Returns:
         :class:`Explanation` (or a dict of them when ``method`` is a list).
+
+    Thread safety: the call holds a per-model lock around its hooks and forwards, so
+    concurrent calls on one model run one after the other and give the same results as
+    sequential calls; the train/eval flags are restored before the lock is released.
+
+    Raises:
+        InputError / TypeError subclasses of CamlensError: bad arguments (with the
+        allowed values), NaN/Inf in the input, the model's output or a map (saying
+        where), a target layer without a spatial grid (naming the nearest one with a grid).
 
     Example:
         >>> import torch, torchvision
@@ -487,9 +528,8 @@ def explain(
 
         model, inputs = learner_model_and_inputs(model, inputs)
     _check_inputs(model, inputs)
-    names = [method] if isinstance(method, str) else list(method)
-    if not names:
-        raise InputError("method is an empty list; name at least one method")
+    names = _validate.method_names(method)
+    _validate.check_options(options, batch_size)
     methods = [get_method(name) for name in names]
     needs = {need for m in methods for need in m.needs}
     if "gradients" in needs and torch.is_inference_mode_enabled():
@@ -503,10 +543,11 @@ def explain(
     _check_options(methods, options)
     if fuse not in ("mean", "max"):
         raise InputError(f"fuse={fuse!r} is not known; use 'mean' or 'max'")
-    layers = _resolve_layers(model, inputs, target_layer)
-    args = (fuse, batch_size, progress, options, score, fcmap_scale)
-    if augment is None or augment is False:
-        results = _explain(model, inputs, methods, layers, classes, *args)
-    else:
-        results = _explain_augmented(model, inputs, methods, layers, classes, augment, *args)
+    args = (fuse, batch_size, progress, options, score, fcmap_scale, bool(allow_1x1))
+    with model_lock(model):  # concurrent calls on one model take turns (see "Thread safety")
+        layers = _resolve_layers(model, inputs, target_layer)
+        if augment is None or augment is False:
+            results = _explain(model, inputs, methods, layers, classes, *args)
+        else:
+            results = _explain_augmented(model, inputs, methods, layers, classes, augment, *args)
     return results if not isinstance(method, str) else results[methods[0].name]

@@ -178,24 +178,37 @@ def _num_classes(state: dict[str, torch.Tensor]) -> int | None:
 
 
 def _load_file(path: Path, arch: str | None, trust: bool) -> LoadedModel:
-    if path.suffix == ".pt2":
-        program = torch.export.load(str(path))
-        module = torch.export.unflatten(program)
-        batch = program.example_inputs[0][0].shape[0] if program.example_inputs else 1
-        return LoadedModel(module, path.name, notes=["exported program: batch size fixed at export"], max_batch=int(batch))
+    if path.is_dir():
+        raise InputError(f"model file {path.name!r} is a folder; pass the model file itself")
+    if path.suffix == ".pt2" or _is_exported_program(path):
+        return _exported_program(path, trust)
+    if not _is_pytorch_file(path):
+        raise InputError(
+            f"{path.name} is not a PyTorch model file (neither a torch.save zip archive nor a pickle); "
+            "expected a state dict (.pt/.pth), an exported program (.pt2) or TorchScript"
+        )
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, AttributeError) as error:
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, KeyError, TypeError) as error:
         if _is_torchscript(path):
-            module = torch.jit.load(str(path), map_location="cpu")
+            try:
+                module = torch.jit.load(str(path), map_location="cpu")
+            except Exception as jit_error:  # noqa: BLE001 - a corrupt archive raises anything
+                raise InputError(f"cannot load TorchScript file {path.name}: {type(jit_error).__name__}") from None
             return LoadedModel(module, path.name, notes=["TorchScript"])
         if not trust:
             raise InputError(
                 f"{path.name} is not a plain state dict (loading with weights_only=True failed: "
-                f"{str(error).splitlines()[0][:120]}). If it is a fully pickled model, unpickling runs code from "
-                "the file: pass --trust (trust=True) only if you trust its source."
+                f"{(str(error).splitlines() or [''])[0][:120]}). If it is a fully pickled model, unpickling runs "
+                "code from the file: pass --trust (trust=True) only if you trust its source."
             ) from None
-        obj = torch.load(str(path), map_location="cpu", weights_only=False)
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=False)
+        except Exception as trusted_error:  # noqa: BLE001 - a corrupt pickle raises anything
+            raise InputError(
+                f"cannot unpickle model file {path.name}: {type(trusted_error).__name__}: "
+                f"{(str(trusted_error).splitlines() or [''])[0][:120]}"
+            ) from None
     except (EOFError, OSError, ValueError) as error:
         raise InputError(f"cannot read model file {path.name}: {error.__class__.__name__}: {error}") from None
     if isinstance(obj, nn.Module):
@@ -216,6 +229,47 @@ def _load_file(path: Path, arch: str | None, trust: bool) -> LoadedModel:
         raise InputError(f"{path.name} does not fit architecture {arch}: {str(error).splitlines()[0][:200]}") from None
     loaded.name, loaded.pretrained = f"{arch} ({path.name})", True
     return loaded
+
+
+def _is_pytorch_file(path: Path) -> bool:
+    """A zip archive (torch.save since 1.6, TorchScript) or a legacy pickle (protocol 2+ starts with 0x80)."""
+    import zipfile
+
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+    except OSError as error:
+        raise InputError(f"cannot read model file {path.name}: {error.strerror or error}") from None
+    return zipfile.is_zipfile(path) or head[:1] == b"\x80"
+
+
+def _is_exported_program(path: Path) -> bool:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith(("archive_format", "serialized_exported_program.json")) for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _exported_program(path: Path, trust: bool) -> LoadedModel:
+    """A ``.pt2`` archive, checked to hold only data unless ``trust`` (see :mod:`camlens.io._pt2`)."""
+    from ._pt2 import load_pt2
+
+    program = load_pt2(str(path), trust)
+    try:
+        module = torch.export.unflatten(program)
+    except Exception as error:  # noqa: BLE001
+        raise InputError(f"cannot rebuild the modules of exported program {path.name}: {type(error).__name__}") from None
+    example = program.example_inputs[0][0] if program.example_inputs and program.example_inputs[0] else None
+    if isinstance(example, torch.Tensor) and example.dim() == 4:
+        batch, shape = int(example.shape[0]), tuple(int(s) for s in example.shape[1:])
+    else:
+        batch, shape = 1, (3, 224, 224)
+    return LoadedModel(module, path.name, input_size=shape,  # type: ignore[arg-type]
+                       notes=[f"exported program: batch size {batch} and input {shape} fixed at export"],
+                       max_batch=batch)
 
 
 def _is_torchscript(path: Path) -> bool:
