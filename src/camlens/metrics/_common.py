@@ -25,6 +25,10 @@ def check_inputs(inputs: Any) -> torch.Tensor:
     if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4 or not inputs.is_floating_point():
         shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
         raise InputError(f"inputs must be a float tensor (N, C, H, W) of normalised images, got {shape}")
+    if inputs.shape[0] == 0:
+        raise InputError("inputs hold no image (N = 0)")
+    if not bool(torch.isfinite(inputs).all()):
+        raise InputError("the inputs contain NaN or Inf: a metric of such images means nothing; clean them first")
     return inputs
 
 
@@ -49,12 +53,26 @@ def flatten_pairs(
             f"maps are {tuple(maps.shape[-2:])} but the inputs are {(height, width)}: upsample them "
             "(camlens.upsample_maps) or pass Explanation.maps, which are at the input's size"
         )
+    if maps.is_complex():
+        raise InputError(f"maps must be real numbers, got {maps.dtype}")
+    if maps.is_floating_point() and not bool(torch.isfinite(maps).all()):
+        bad = sorted(set((~torch.isfinite(maps)).reshape(maps.shape[0], -1).any(1).nonzero().flatten().tolist()))
+        raise InputError(
+            f"the maps contain NaN or Inf (image(s) {', '.join(map(str, bad[:5]))}): a pixel order from them would be "
+            "arbitrary; use maps from camlens.explain, or clean them (torch.nan_to_num)"
+        )
     k = 1 if maps.dim() == 3 else maps.shape[1]
     if classes is None:
         if model is None:
             raise InputError("classes=None needs the model to pick the top-1 class; pass classes")
         classes = logits_in_batches(model, inputs, 64).argmax(1, keepdim=True).expand(n, k)
-    classes = torch.as_tensor(classes, device=inputs.device).long()
+    try:
+        classes = torch.as_tensor(classes, device=inputs.device)
+    except (TypeError, ValueError, RuntimeError):
+        raise InputError(f"classes must be class indices (ints), got {classes!r}") from None
+    if classes.is_floating_point() or classes.is_complex() or classes.dtype == torch.bool:
+        raise InputError(f"classes must be integer class indices, got dtype {classes.dtype} (a float would be truncated)")
+    classes = classes.long()
     if classes.dim() == 0:
         classes = classes.expand(n)
     if classes.numel() != n * k:

@@ -68,9 +68,8 @@ def overlay(image: Any, map: torch.Tensor, alpha: float = 0.5, cmap: str = "jet"
         raise InputError(f"alpha must be in [0, 1], got {alpha}")
     as_pil = isinstance(image, Image.Image)
     batched = isinstance(image, torch.Tensor) and image.dim() == 4
-    pixels = image.float() if batched else to_tensor_image(image).unsqueeze(0)
-    heat = torch.as_tensor(map, dtype=torch.float32).to(pixels.device)
-    heat = heat.reshape(-1, *heat.shape[-2:]).unsqueeze(1)  # (N, 1, h, w)
+    pixels = torch.stack([to_tensor_image(one) for one in image]) if batched else to_tensor_image(image).unsqueeze(0)
+    heat = _heat(map).to(pixels.device)
     if heat.shape[0] not in (1, pixels.shape[0]):
         raise InputError(f"{heat.shape[0]} maps for {pixels.shape[0]} images")
     heat = F.interpolate(heat, size=pixels.shape[-2:], mode="bilinear", align_corners=False).clamp(0, 1)
@@ -81,20 +80,63 @@ def overlay(image: Any, map: torch.Tensor, alpha: float = 0.5, cmap: str = "jet"
     return blended if batched else blended[0]
 
 
+def _heat(map: Any) -> torch.Tensor:
+    """A map as (N, 1, h, w) float32; refused when it is not 2-D/3-D or holds NaN/Inf."""
+    try:
+        heat = torch.as_tensor(map, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError):
+        raise InputError(f"a map must be a tensor or array of numbers (h, w) or (N, h, w), got {type(map).__name__}") from None
+    if heat.dim() not in (2, 3) or heat.numel() == 0:
+        raise InputError(f"a map must be (h, w) or (N, h, w) and not empty, got shape {tuple(heat.shape)}")
+    if not bool(torch.isfinite(heat).all()):
+        raise InputError(
+            "the map to overlay contains NaN or Inf (cannot be coloured); explain() never returns such maps, "
+            "so it came from elsewhere: clean it (torch.nan_to_num) and normalise it to [0, 1]"
+        )
+    return heat.reshape(-1, *heat.shape[-2:]).unsqueeze(1)
+
+
+def _format_for(path: Path) -> str:
+    """The PIL format a file suffix names (``.jpg`` -> JPEG); no suffix: PNG."""
+    if not path.suffix:
+        return "PNG"
+    formats = Image.registered_extensions()
+    name = formats.get(path.suffix.lower())
+    if name is None or name not in Image.SAVE:
+        common = ".png, .jpg, .webp, .tif, .bmp"
+        raise InputError(f"cannot save an image as {path.suffix!r} ({path.name}); use one of {common}")
+    return name
+
+
 def save_image(image: Any, path: str | os.PathLike) -> Path:
-    """Save a PIL image or a (3, H, W) tensor in [0, 1] as PNG, atomically."""
+    """Save a PIL image or a (3, H, W) tensor in [0, 1], atomically, in the format the suffix names.
+
+    ``.png`` (also when there is no suffix), ``.jpg``/``.jpeg`` (quality 95), ``.webp``, ``.tif``,
+    ``.bmp``, ... (any format PIL writes); an unknown suffix raises InputError before writing.
+    """
+    path = Path(path)
+    fmt = _format_for(path)
     if not isinstance(image, Image.Image):
         tensor = to_tensor_image(image)
         image = Image.fromarray((tensor.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy())
-    return atomic_write(Path(path), lambda tmp: image.save(tmp, format="PNG"))
+    if fmt in ("JPEG", "BMP", "PPM") and image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    options = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    return atomic_write(path, lambda tmp: image.save(tmp, format=fmt, **options))
 
 
 def save_figure(figure, path: str | os.PathLike, dpi: int = 110) -> Path:
-    """Save a matplotlib figure as PNG, atomically, and close it."""
+    """Save a matplotlib figure atomically in the format its suffix names (``.png``, ``.pdf``, ``.svg``, ...), and close it."""
     import matplotlib.pyplot as plt
 
     try:
-        return atomic_write(Path(path), lambda tmp: figure.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
+        path = Path(path)
+        fmt = path.suffix[1:].lower() or "png"
+        supported = figure.canvas.get_supported_filetypes()
+        if fmt not in supported:
+            raise InputError(f"cannot save a figure as {path.suffix!r} ({path.name}); use one of "
+                             f"{', '.join('.' + name for name in sorted(supported))}")
+        return atomic_write(path, lambda tmp: figure.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight"))
     finally:
         plt.close(figure)
 
@@ -126,8 +168,7 @@ def plot_explanation(
     columns = 1 + k * len(results)
     fig, axes = plt.subplots(n, columns, figsize=(2.6 * columns, 2.7 * n), squeeze=False)
     for row, image in enumerate(images):
-        pil = image if isinstance(image, Image.Image) else None
-        axes[row, 0].imshow(np.asarray(pil.convert("RGB")) if pil else to_tensor_image(image).permute(1, 2, 0).cpu().numpy())
+        axes[row, 0].imshow(to_tensor_image(image).permute(1, 2, 0).cpu().numpy())
         axes[row, 0].set_title("input", fontsize=9)
         column = 1
         for name, result in results.items():
