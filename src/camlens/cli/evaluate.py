@@ -22,7 +22,9 @@ from typing import Any
 import torch
 
 from ..core.errors import InputError
+from ..io.files import atomic_write
 from ._common import add_model_options, parse_classes
+from ._contract import check_output_file
 
 DIGITS_TOLERANCE = 4  # the pointing game's 15 pixels at 224, scaled to a 64-pixel canvas
 
@@ -57,7 +59,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the built-in datasets and training")
     p.add_argument("--plot", help="write the deletion/insertion curves to this PNG")
     p.add_argument("--json", dest="json_path", help="write the per-method means to this JSON file")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="refuse image files above this many pixels (default 89478485, PIL's limit; 0: no limit)")
     p.set_defaults(func=run)
+
+
+def _format_for_figure(path: Path) -> None:
+    """A --plot suffix matplotlib cannot write is refused before the work."""
+    if path.suffix.lower() not in ("", ".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff", ".webp"):
+        raise InputError(f"--plot {path.name!r}: use .png, .pdf, .svg or .jpg")
 
 
 def _step(value: float) -> int | float:
@@ -134,7 +144,8 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
     from ..io.images import load_image
 
     paths = [Path(p) for p in args.images]
-    images = [load_image(p) for p in paths]
+    limit = {} if args.max_pixels is None else {"max_pixels": args.max_pixels}
+    images = [load_image(p, **limit) for p in paths]
     inputs = loaded.preprocess(images)
     targets = _masks_for(paths, images, read_boxes(args.boxes), tuple(inputs.shape[-2:])) if args.boxes else None
     return dict(model=loaded.model, inputs=inputs, classes=parse_classes(args.klass, loaded), targets=targets,
@@ -152,6 +163,10 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.threshold < 1:
         raise InputError(f"--threshold is a fraction of the map's max in [0, 1), got {args.threshold}")
     step = _step(args.step)
+    plot_path = check_output_file(args.plot, "--plot")  # before any model work: fail now, not after it
+    json_path = check_output_file(args.json_path, "--json")
+    if plot_path is not None:
+        _format_for_figure(plot_path)
     setup = _prepare(args)
     tolerance = setup["tolerance"] if args.tolerance is None else args.tolerance
     result = evaluate(
@@ -165,13 +180,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{setup['inputs'].shape[0]} images; step {step}, deletion baseline {args.deletion_baseline}, "
           f"insertion baseline {args.insertion_baseline}, pointing tolerance {tolerance:g} px, "
           f"CAM box threshold {args.threshold:g}; scores are softmax probabilities")
-    if args.plot:
-        print(f"wrote {save_figure(plot_curves(result), args.plot)}")
-    if args.json_path:
-        path = Path(args.json_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if plot_path is not None:
+        print(f"wrote {save_figure(plot_curves(result), plot_path)}")
+    if json_path is not None:
         summary = {name: {k: (None if math.isnan(v) else v) for k, v in values.items()}
                    for name, values in result.summary().items()}
-        path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {path}")
+        text = json.dumps(summary, indent=2) + "\n"
+        atomic_write(json_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        print(f"wrote {json_path}")
     return 0
