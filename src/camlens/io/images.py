@@ -95,15 +95,19 @@ def side_by_side(left: Image.Image, right: Image.Image) -> Image.Image:
     return canvas
 
 
-def _open(path: str | os.PathLike, max_pixels: int | None) -> Image.Image:
-    """``Image.open`` whose size limit is ``max_pixels`` (PIL's own check is lifted only to allow more)."""
+def _open(path: str | os.PathLike) -> Image.Image:
+    """``Image.open`` (lazy: reads the header only) without PIL's own size refusal.
+
+    PIL refuses images above twice its ``MAX_IMAGE_PIXELS`` when opening them; camlens checks
+    the size itself right after opening, before decoding (``max_pixels``), so that the error
+    names the size and the way out. PIL's limit is lifted only for that open, under a lock.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own check follows
         try:
             return Image.open(path)
         except Image.DecompressionBombError:
-            if max_pixels is not None and max_pixels <= 2 * (Image.MAX_IMAGE_PIXELS or 0):
-                raise
+            pass
         with _PIL_LIMIT:
             saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
             try:
@@ -139,7 +143,7 @@ def load_image(
     where = f"image {str(path)!r}"
     limit = max_pixels or None
     try:
-        with _open(path, limit) as image:
+        with _open(path) as image:
             if limit is not None and image.width * image.height > limit:
                 raise _too_large(where, image.width, image.height, limit)
             image.load()
@@ -150,9 +154,6 @@ def load_image(
         raise InputError(f"cannot read {where}: it is a folder; pass image files") from None
     except PermissionError:
         raise InputError(f"cannot read {where}: permission denied") from None
-    except Image.DecompressionBombError:
-        raise InputError(f"{where} is larger than {limit / 1e6:.1f} megapixels (PIL refused it as a decompression "
-                         "bomb); if you trust it, raise the limit: load_image(..., max_pixels=N) or --max-pixels N") from None
     except InputError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
