@@ -19,6 +19,8 @@ e.g. (N, 4) boxes for (N, K, H, W) maps). Everything is batched torch.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -151,12 +153,26 @@ def boxes_from_maps(maps: torch.Tensor, threshold: float = 0.2) -> torch.Tensor:
 
     (..., H, W) -> (..., 4). A map whose max is not positive gives the empty box (0, 0, 0, 0).
     """
-    maps = torch.as_tensor(maps).float()
+    maps = _checked_maps(maps)
     if not 0 <= threshold < 1:
         raise InputError(f"threshold is a fraction of each map's max in [0, 1), got {threshold}")
     peak = maps.flatten(-2).amax(-1)[..., None, None]
     above = (maps > threshold * peak) & (peak > 0)
     return masks_to_boxes(largest_component(above))
+
+
+def _checked_maps(maps: Any) -> torch.Tensor:
+    """(..., H, W) float maps; refused when not at least 2-D, empty, or holding NaN/Inf."""
+    try:
+        maps = torch.as_tensor(maps).float()
+    except (TypeError, ValueError, RuntimeError):
+        raise InputError(f"maps must be a tensor (..., H, W), got {type(maps).__name__}") from None
+    if maps.dim() < 2 or maps.numel() == 0:
+        raise InputError(f"maps must be (..., H, W) and not empty, got shape {tuple(maps.shape)}")
+    if not bool(torch.isfinite(maps).all()):
+        raise InputError("the maps contain NaN or Inf: their peak and energy are undefined; use maps from "
+                         "camlens.explain, or clean them (torch.nan_to_num)")
+    return maps
 
 
 def _targets_as_masks(maps: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -196,7 +212,7 @@ def pointing_game(maps: torch.Tensor, targets: torch.Tensor, tolerance: float = 
         >>> pointing_game(maps, torch.tensor([[2, 1, 5, 4], [2, 1, 5, 4]]))
         tensor([ True, False])
     """
-    maps = torch.as_tensor(maps).float()
+    maps = _checked_maps(maps)
     masks = _targets_as_masks(maps, targets)
     height, width = maps.shape[-2:]
     flat = maps.flatten(-2)
@@ -220,7 +236,7 @@ def energy_pointing_game(maps: torch.Tensor, targets: torch.Tensor) -> torch.Ten
         >>> energy_pointing_game(maps, torch.tensor([[0, 0, 2, 2]]))
         tensor([0.7500])
     """
-    maps = torch.as_tensor(maps).float().clamp_min(0)
+    maps = _checked_maps(maps).clamp_min(0)
     masks = _targets_as_masks(maps, targets)
     total = maps.flatten(-2).sum(-1)
     inside = (maps * masks).flatten(-2).sum(-1)
@@ -238,6 +254,6 @@ def localization_iou(maps: torch.Tensor, targets: torch.Tensor, threshold: float
         >>> localization_iou(maps, torch.tensor([[1, 2, 5, 6]])), localization_iou(maps, torch.tensor([[3, 2, 7, 6]]))
         (tensor([1.]), tensor([0.3333]))
     """
-    maps = torch.as_tensor(maps).float()
+    maps = _checked_maps(maps)
     masks = _targets_as_masks(maps, targets)
     return box_iou(boxes_from_maps(maps, threshold), masks_to_boxes(masks))
