@@ -14,6 +14,7 @@ from .core.errors import (
     InputError,
     LayerNotExecutedError,
     LayerNotFoundError,
+    ModelCallError,
     MultipleCallsError,
     NoGradientError,
 )
@@ -36,7 +37,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CamlensError", "HeadError", "InPlaceModifiedError", "InputError", "LayerNotExecutedError",
-    "LayerNotFoundError", "MultipleCallsError", "NoGradientError",
+    "LayerNotFoundError", "ModelCallError", "MultipleCallsError", "NoGradientError",
     "Explanation", "explain", "resolve_classes", "HeadVerdict",
     "analyze_head", "fully_convolutional", "replace_head", "finetune_head",
     "FullyConvolutional", "GapLinearModel", "FinetuneHistory",

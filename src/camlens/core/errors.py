@@ -6,6 +6,9 @@ CLI can print it as one line and exit without a traceback.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class CamlensError(Exception):
     """Base class of the errors camlens raises on purpose."""
@@ -40,3 +43,28 @@ class HeadError(CamlensError, ValueError):
 
 class InputError(CamlensError, ValueError):
     """Bad user input: shapes, classes, images, model names."""
+
+
+class ModelCallError(CamlensError, ValueError):
+    """The user's model itself raised while running on the given inputs (wrong shape, dtype, size)."""
+
+
+@contextmanager
+def model_call(model: object, inputs: object) -> Iterator[None]:
+    """Turn an exception raised inside the user's model into :class:`ModelCallError`.
+
+    Errors camlens raises on purpose pass through; the original exception is chained
+    (``--debug`` in the CLI shows its traceback).
+    """
+    try:
+        yield
+    except CamlensError:
+        raise
+    except Exception as error:  # noqa: BLE001 - anything the model raises is reported, typed
+        shape = tuple(getattr(inputs, "shape", ()))
+        dtype = getattr(inputs, "dtype", None)
+        first = (str(error).strip().splitlines() or [""])[0][:300]
+        raise ModelCallError(
+            f"{type(model).__name__} failed on inputs of shape {shape} ({dtype}): {type(error).__name__}: {first}. "
+            "Check the input's channels, size and dtype against what the model expects"
+        ) from error

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .errors import InputError
+from .errors import InputError, model_call
 from .hooks import first_tensor
 from .modes import evaluation_mode
 
@@ -134,7 +134,7 @@ def trace_model(model: nn.Module, input_size: tuple[int, ...] = (3, 224, 224), *
             pre_hook, hook = make_hooks(name, module)
             handles.append(module.register_forward_pre_hook(pre_hook))
             handles.append(module.register_forward_hook(hook))
-        with evaluation_mode(model), torch.enable_grad():
+        with evaluation_mode(model), torch.enable_grad(), model_call(model, x):
             output = model(x)
     finally:
         for handle in handles:

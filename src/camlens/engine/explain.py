@@ -31,7 +31,7 @@ from ..core.modes import evaluation_mode
 from . import _validate
 from ._outputs import logits_of
 from ._scoring import Scorer
-from ..core.errors import HeadError, InputError, LayerNotExecutedError, MultipleCallsError
+from ..core.errors import HeadError, InputError, LayerNotExecutedError, MultipleCallsError, model_call
 from ..core.heads import HeadRecorder
 from ..core.hooks import _not_run_message, capture, first_tensor, get_module, module_name, parse_layer_name
 from ..core.layers import find_target_layer
@@ -290,7 +290,7 @@ def _forward(model: nn.Module, inputs: torch.Tensor, layers: list[str], with_gra
             taps.append(_TargetTap(call, with_grad))
             handles.append(get_module(model, base).register_forward_hook(taps[-1]))
         recorder = HeadRecorder(model, get_module(model, parse_layer_name(layers[0])[0]), ops=ops)
-        with evaluation_mode(model), torch.no_grad():
+        with evaluation_mode(model), torch.no_grad(), model_call(model, inputs):
             output = model(inputs)
     finally:
         for handle in handles:
