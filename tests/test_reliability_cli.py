@@ -11,7 +11,6 @@ import torch
 from PIL import Image
 
 from camlens.cli import main
-from camlens.cli._contract import check_output_dir, check_output_file, printable
 from camlens.core.errors import InputError
 from camlens.viz.overlay import save_figure, save_image
 
@@ -55,6 +54,8 @@ def test_control_characters_in_names_are_escaped(tmp_path, capsys):
     assert main(["layers", "--model", str(name)]) == 2
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\x07" not in err and "\\x1b[2J\\x07" in err
+    from camlens.cli._contract import printable
+
     assert printable("a\u202eb\tc\n", keep="\n") == "a\\u202eb\\x09c\n"
 
 
@@ -78,6 +79,8 @@ def test_shell_pipe_into_head():
 
 
 def test_output_checks_before_any_work(tmp_path):
+    from camlens.cli._contract import check_output_dir, check_output_file
+
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(InputError, match="is a file, not a folder"):
@@ -92,6 +95,8 @@ def test_output_checks_before_any_work(tmp_path):
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write anywhere")
 def test_read_only_folder_is_refused_first(tmp_path):
+    from camlens.cli._contract import check_output_file
+
     folder = tmp_path / "ro"
     folder.mkdir()
     folder.chmod(0o500)

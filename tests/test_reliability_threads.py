@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 import camlens
-from camlens.core.locks import MODEL_STATES, model_state
 
 from conftest import hook_count
 
@@ -73,6 +72,8 @@ def test_eight_threads_times_25_calls_equal_sequential_calls():
 
 
 def test_per_model_state_dies_with_the_model():
+    from camlens.core.locks import MODEL_STATES, model_state
+
     model = BnNet()
     camlens.explain(model, torch.randn(1, 3, 16, 16))
     assert model_state(model).memo["target_layer"]  # the found target is remembered for this model

@@ -9,7 +9,6 @@ from torch import nn
 
 import camlens
 from camlens import metrics
-from camlens.engine._validate import grid_problem
 
 from conftest import GapNet, hook_count
 
@@ -98,6 +97,8 @@ def test_one_by_one_grid_needs_an_explicit_opt_in():
 
 
 def test_grid_problem_is_the_single_place_to_extend():
+    from camlens.engine._validate import grid_problem
+
     assert grid_problem((2, 8, 7, 7)) is None
     assert "no spatial grid" in grid_problem((2, 10))
     assert "no spatial grid" in grid_problem((2, 49, 64))  # until a token layout turns it into a grid

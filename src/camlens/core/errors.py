@@ -45,8 +45,11 @@ class InputError(CamlensError, ValueError):
     """Bad user input: shapes, classes, images, model names."""
 
 
-class ModelCallError(CamlensError, ValueError):
-    """The user's model itself raised while running on the given inputs (wrong shape, dtype, size)."""
+class ModelCallError(CamlensError, ValueError, RuntimeError):
+    """The user's model itself raised while running on the given inputs (wrong shape, dtype, size).
+
+    Also a ``RuntimeError``, so code that caught the model's own RuntimeError keeps working.
+    """
 
 
 @contextmanager
