@@ -498,6 +498,9 @@ def explain_dataset(
     path, previous = prepare_out(out, resume, overwrite)
 
     loaded, spec = _as_loaded(model, weights, arch, trust, input_size, mean, std, class_names)
+    recorded = spec
+    if engine == "ray" and spec.spec is not None and not loaded.pretrained:
+        spec = ModelSpec(loaded=loaded)  # random weights: every actor must get these same ones, not its own draw
     loaded.model.to(driver_device)
     request = _resolve_class_request(classes, loaded)
     probe = _probe(loaded, methods, target_layer, request, options, driver_device)
@@ -521,7 +524,7 @@ def explain_dataset(
     info = {
         "format": FORMAT, "status": "running", "command": command or " ".join(sys.argv),
         "model_name": loaded.name,
-        "model": {"name": loaded.name, "spec": spec.spec, "weights": spec.weights, "arch": spec.arch,
+        "model": {"name": loaded.name, "spec": recorded.spec, "weights": recorded.weights, "arch": recorded.arch,
                   "pretrained": loaded.pretrained, "num_classes": num_classes, "has_class_names": class_list is not None},
         "methods": methods, "classes": repr(classes), "k": k, "target_layers": probe["layers"],
         "map_shapes": {m: [len(items), *s] for m, s in probe["shapes"].items()},

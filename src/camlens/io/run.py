@@ -336,13 +336,14 @@ class Run:
         s = self.summary()
         rows = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
                        for k, v in s.items())
-        table = self.manifest.select(["relpath", "method", "class_name", "score", "predicted_name", "true_name",
-                                      "overlay", "error"]).slice(0, 4 * cards).to_pylist()
+        table = self.manifest.select(["relpath", "method", "rank", "class_name", "score", "predicted_name", "true_name",
+                                      "overlay", "error"]).to_pylist()
+        first_method = self.methods[0] if self.methods else None
         shown = []
-        for row in table:
+        for row in table:  # one card per image: the first method's first class
             if len(shown) >= cards:
                 break
-            if row["overlay"] and (self.path / row["overlay"]).exists():
+            if row["overlay"] and row["rank"] == 0 and row["method"] == first_method and (self.path / row["overlay"]).exists():
                 lines = [row["relpath"], f"{row['method']}: {row['class_name']} ({row['score']:.3g})"]
                 if row["true_name"] is not None:
                     lines.append(f"true: {row['true_name']}")
