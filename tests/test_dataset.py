@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
-import zarr
 from PIL import Image
+
+pa = pytest.importorskip("pyarrow")
+zarr = pytest.importorskip("zarr", minversion="3")
+import pyarrow.parquet as pq  # noqa: E402
 
 import camlens
 from camlens.cli import main

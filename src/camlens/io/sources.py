@@ -257,7 +257,9 @@ class ImageDecoder:
         try:
             image, result["label"] = self._read(item)
             pixels = to_tensor_image(image)  # (3, H, W) float in [0, 1]
-            if not torch.isfinite(pixels).all():
+            floating = isinstance(image, torch.Tensor) and image.is_floating_point() or (
+                hasattr(image, "dtype") and getattr(image.dtype, "kind", "") == "f")
+            if floating and not torch.isfinite(pixels).all():
                 raise InputError("the image has NaN or infinite values")
             result["height"], result["width"] = int(pixels.shape[1]), int(pixels.shape[2])
             result["x"] = preprocess([pixels], self.input_size, self.mean, self.std)[0]
