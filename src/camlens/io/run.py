@@ -311,8 +311,11 @@ class Run:
                  and row["method"] == (self.methods[0] if self.methods else row["method"])]
         labelled = [row["correct"] for row in first if row["correct"] is not None]
         seconds = sum(s.get("seconds", 0.0) for s in info.get("sessions", []))
-        if info.get("status") == "running" and info.get("sessions"):
-            seconds += max(0.0, time.time() - info["sessions"][-1].get("started_unix", time.time()))
+        if info.get("status") == "running" and info.get("sessions"):  # being written, or killed: up to the last commit
+            last = max((p.stat().st_mtime for p in iter_parts(self.path)), default=None)
+            started = info["sessions"][-1].get("started_unix")
+            if last is not None and started is not None:
+                seconds += max(0.0, last - started)
         reasons = Counter(_reason(e) for e in errors.values())
         return {
             "status": info.get("status"),
