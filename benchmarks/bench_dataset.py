@@ -267,7 +267,7 @@ def main() -> None:
     lines += [f"| {label} | {seconds:.1f} | {n / seconds:.1f} | {ratio} | {target} |" for label, seconds, ratio, target in rows]
     if pgc is not None:
         lines.append(f"| camlens with overlays vs pytorch-grad-cam's loop | | | **{pgc / full:.2f}×** faster | ≥ 2.5× |")
-    lines += ["", f"| whole run (`efficientnet_lite0`, overlays on, fresh process) | images | seconds | peak RSS, main process | "
+    lines += ["", "| whole run (`efficientnet_lite0`, overlays on, fresh process) | images | seconds | peak RSS, main process | "
               "peak RSS, loader workers (sum) |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {r['images']} images | {r['images']} | {r['seconds']:.1f} | {r['rss_mb']:.0f} MB | {r['worker_rss_mb']:.0f} MB |"
               for r in rss]

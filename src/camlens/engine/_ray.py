@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from ..core.errors import InputError
 from ..io.run import RunWriter, manifest_schema
 from ..io.sources import ImageDecoder, ImageItem
-from .dataset import BatchExplainer, DatasetConfig, ModelSpec
+from ._batch import BatchExplainer, DatasetConfig, ModelSpec
 
 __all__ = ["run_ray", "RayBatchExplainer"]
 
