@@ -31,6 +31,10 @@ def test_demo_writes_overlays_and_figures(tmp_path, capsys):
         assert image.size == (451, 300)  # overlays keep the photo's own size
 
 
+def _overlays(out):
+    return sorted(p.relative_to(out / "overlays").as_posix() for p in (out / "overlays").rglob("*.png"))
+
+
 def test_explain_writes_one_overlay_per_image_method_and_class(tmp_path, cat_file, capsys):
     out = tmp_path / "out"
     code = main(["explain", str(cat_file), "--model", "efficientnet_lite0", "--method", "cam,gradcam",
@@ -38,14 +42,15 @@ def test_explain_writes_one_overlay_per_image_method_and_class(tmp_path, cat_fil
     assert code == 0
     printed = capsys.readouterr().out
     assert "chelsea.jpg: Egyptian cat" in printed and "_swish:1" in printed
-    names = sorted(p.name for p in out.iterdir())
-    assert len(names) == 4 and "chelsea_gradcam_285-egyptian-cat.png" in names
+    names = _overlays(out)  # a run folder: overlays/<image>/<method>_<rank>_<class>.png
+    assert len(names) == 4 and "chelsea/gradcam_0_285-egyptian-cat.png" in names
+    assert {"run.json", "manifest.parquet", "maps.zarr", "overlays"} <= {p.name for p in out.iterdir()}
 
 
 def test_class_by_name(tmp_path, cat_file):
     out = tmp_path / "out"
     assert main(["explain", str(cat_file), "--model", "efficientnet_lite0", "--class", "espresso", "--out", str(out)]) == 0
-    assert [p.name for p in out.iterdir()] == ["chelsea_gradcam_967-espresso.png"]
+    assert _overlays(out) == ["chelsea/gradcam_0_967-espresso.png"]
 
 
 @pytest.mark.parametrize(
@@ -67,14 +72,19 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, cat_file, caps
     assert not out.exists()
 
 
-def test_unreadable_image_among_good_ones_writes_nothing(tmp_path, cat_file, capsys):
+def test_unreadable_image_among_good_ones_is_skipped_and_strict_stops(tmp_path, cat_file, capsys):
     broken = tmp_path / "broken.png"
     broken.write_text("not an image")
     out = tmp_path / "out"
-    assert main(["explain", str(cat_file), str(broken), "--model", "efficientnet_lite0", "--out", str(out)]) == 2
-    assert "cannot read image" in capsys.readouterr().err and not out.exists()
-    assert main(["explain", str(tmp_path / "missing.jpg"), "--model", "efficientnet_lite0", "--out", str(out)]) == 2
-    assert "no such file" in capsys.readouterr().err
+    assert main(["explain", str(cat_file), str(broken), "--model", "efficientnet_lite0", "--out", str(out)]) == 0
+    assert "skipped broken.png: cannot read image" in capsys.readouterr().err
+    assert _overlays(out) == ["chelsea/gradcam_0_285-egyptian-cat.png"]
+    strict = tmp_path / "strict"
+    assert main(["explain", str(broken), str(cat_file), "--model", "efficientnet_lite0", "--strict", "--out", str(strict)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read image" in err and "--strict" in err and not (strict / "overlays").exists()
+    assert main(["explain", str(tmp_path / "missing.jpg"), "--model", "efficientnet_lite0", "--out", str(tmp_path / "o2")]) == 2
+    assert "no such file" in capsys.readouterr().err and not (tmp_path / "o2").exists()
 
 
 def test_model_files_state_dict_and_pickles(tmp_path, cat_file, capsys):
@@ -89,7 +99,10 @@ def test_model_files_state_dict_and_pickles(tmp_path, cat_file, capsys):
     assert "--trust" in capsys.readouterr().err and not out.exists()
     code = main(["explain", str(cat_file), "--model", str(tmp_path / "weights.pt"), "--arch", "resnet18", "--out", str(out)])
     assert code == 0 and "class " in capsys.readouterr().out  # 7 classes: no ImageNet names
-    assert main(["explain", str(cat_file), "--model", str(tmp_path / "whole.pt"), "--trust", "--out", str(out)]) == 0
+    assert main(["explain", str(cat_file), "--model", str(tmp_path / "whole.pt"), "--trust", "--out", str(out)]) == 2
+    assert "not empty" in capsys.readouterr().err  # a second run into the same folder must say so
+    assert main(["explain", str(cat_file), "--model", str(tmp_path / "whole.pt"), "--trust", "--out", str(out),
+                 "--overwrite"]) == 0
 
 
 def test_layers_prints_the_table_and_verdict(capsys):
@@ -111,7 +124,7 @@ def test_exported_program_runs_one_image_at_a_time(tmp_path, cat_file, photos, c
     photos["coffee"].save(coffee)
     out = tmp_path / "out"
     assert main(["explain", str(cat_file), str(coffee), "--model", str(tmp_path / "model.pt2"), "--out", str(out)]) == 0
-    assert len(list(out.iterdir())) == 2
+    assert [name.split("/")[0] for name in _overlays(out)] == ["chelsea", "coffee"]  # batches of one image
 
 
 def test_random_weights_warning_is_one_plain_line(tmp_path, cat_file, capsys):

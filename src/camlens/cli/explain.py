@@ -1,68 +1,92 @@
-"""``camlens explain``: heatmap overlays for image files."""
+"""``camlens explain``: explain image files, folders, globs or lists into a run folder.
+
+``camlens explain val/ --model efficientnet_lite0 --method gradcam,cam --out run/`` streams the
+images through :func:`camlens.explain_dataset`: a progress bar, then ``run/`` with the manifest,
+the maps, run.json and the overlays (README, "Explain a whole dataset").
+"""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import ast
 
-from ._common import add_model_options, parse_classes, slug, split_methods, top_classes
+from ..core.errors import InputError
+from ._common import add_model_options, split_methods
+
+SHOW_TOP_UP_TO = 20  # runs with at most this many images print each image's top classes
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("explain", help="write heatmap overlays for images")
-    p.add_argument("images", nargs="+", help="image files")
+    p = sub.add_parser("explain", help="explain images, folders, globs or lists into a run folder")
+    p.add_argument("images", nargs="+", help="image files, folders (recursive), glob patterns ('photos/**/*.jpg') "
+                                             "or .txt files listing paths")
     add_model_options(p, required=True)
     p.add_argument("--method", default="gradcam", help="method name(s), comma separated (see `camlens methods`)")
     p.add_argument("--layer", help="target layer (default: found automatically; see `camlens layers`)")
     p.add_argument("--class", dest="klass", help="class index, comma list, class name, or topK (default: top-1)")
-    p.add_argument("--out", default="camlens-out", help="output folder (default: camlens-out)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method option passed to camlens.explain, e.g. --option top_k=64 (repeatable)")
+    p.add_argument("--out", default="camlens-out", help="the run folder (default: camlens-out)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader processes that decode images (default: cores - 1, at most 4)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or mps (default cpu)")
+    p.add_argument("--amp", action="store_true", help="float16 autocast (CUDA)")
+    p.add_argument("--max-images", type=int, default=None, help="explain only the first N images")
+    p.add_argument("--labels-from-folders", action="store_true",
+                   help="ImageFolder layout: each image's parent folder names its true class")
+    p.add_argument("--no-overlays", dest="overlays", action="store_false", help="write no overlay PNGs (maps and manifest only)")
     p.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity (default 0.5)")
     p.add_argument("--cmap", default="jet", help="matplotlib colormap (default jet)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--resume", action="store_true", help="finish an interrupted run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    p.add_argument("--strict", action="store_true", help="stop at the first image that cannot be decoded")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    p.add_argument("--engine", choices=("local", "ray"), default="local", help="local (default) or ray (pip install 'camlens[ray]')")
+    p.add_argument("--address", default=None, help="--engine ray: the cluster to join (auto, or ray://host:10001); default: a local Ray")
+    p.add_argument("--num-workers", type=int, default=None, help="--engine ray: actors in the pool (default: 2)")
+    p.add_argument("--gpus-per-worker", type=float, default=0, help="--engine ray: GPUs per actor (default 0)")
     p.set_defaults(func=run)
 
 
+def _classes(text: str | None):
+    """``--class``: ``top3``, an index, a comma list of indices and/or class names."""
+    if text is None:
+        return None
+    text = text.strip()
+    if text.lower().startswith("top"):
+        return text
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    return [int(p) if p.lstrip("-").isdigit() else p for p in parts]
+
+
+def _options(pairs: list[str]) -> dict:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--option {pair!r}: expected KEY=VALUE, e.g. --option top_k=64")
+        try:
+            options[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            options[key.strip()] = value.strip()
+    return options
+
+
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    import sys
 
-    from ..engine.explain import explain
-    from ..core.hooks import get_module
-    from ..io.images import load_image
-    from ..methods import get_method
-    from ..io.models import load_model
-    from ..viz.overlay import overlay, save_image
-
-    loaded = load_model(args.model, weights=args.weights, arch=args.arch, trust=args.trust)
-    methods = split_methods(args.method)
-    for name in methods:
-        get_method(name)
-    if args.layer:
-        get_module(loaded.model, args.layer)
-    classes = parse_classes(args.klass, loaded)
-    paths = [Path(p) for p in args.images]
-    images = [load_image(p) for p in paths]  # every image is read before anything is computed
-
-    batch_size = min(args.batch_size, loaded.max_batch or args.batch_size)
-    results = []
-    batches = range(0, len(images), batch_size)
-    for start in tqdm(batches, desc="explaining", unit="batch", disable=len(images) <= batch_size):
-        chunk = images[start : start + batch_size]
-        x = loaded.preprocess(chunk)
-        out = explain(loaded.model, x, method=methods, target_layer=args.layer or None, classes=classes)
-        results.append(out)
-
-    out_dir = Path(args.out)
-    written = []
-    for batch_index, out in enumerate(results):
-        for row in range(next(iter(out.values())).classes.shape[0]):
-            index = batch_index * batch_size + row
-            path, image = paths[index], images[index]
-            first = next(iter(out.values()))
-            print(f"{path.name}: {top_classes(first.logits[row], loaded)}  [layer {first.target_layer}]")
-            for name, result in out.items():
-                for j, cls in enumerate(result.classes[row].tolist()):
-                    blended = overlay(image, result.maps[row, j].cpu(), alpha=args.alpha, cmap=args.cmap)
-                    target = out_dir / f"{path.stem}_{name}_{cls}-{slug(loaded.label(cls))}.png"
-                    written.append(save_image(blended, target))
-    print(f"wrote {len(written)} overlay(s) to {out_dir}/")
+    from ..engine.dataset import explain_dataset
+    result = explain_dataset(
+        args.model, args.images, method=split_methods(args.method), out=args.out, classes=_classes(args.klass),
+        target_layer=args.layer or None, batch_size=args.batch_size, workers=args.workers, device=args.device,
+        amp=args.amp, max_images=args.max_images, labels_from_folders=args.labels_from_folders,
+        overlays=args.overlays, alpha=args.alpha, cmap=args.cmap, resume=args.resume, overwrite=args.overwrite,
+        strict=args.strict, quiet=args.quiet, engine=args.engine, address=args.address, num_workers=args.num_workers,
+        gpus_per_worker=args.gpus_per_worker, weights=args.weights, arch=args.arch, trust=args.trust,
+        show_top=SHOW_TOP_UP_TO, command="camlens " + " ".join(sys.argv[1:]), **_options(args.option),
+    )
+    if not args.quiet:
+        summary = result.summary()
+        print(f"wrote {summary['rows']} manifest row(s) for {summary['done']} image(s) to {result.path}/ "
+              f"(manifest.parquet, maps.zarr, run.json{', overlays/' if args.overlays else ''})")
     return 0

@@ -2,10 +2,12 @@
 
 ``explain`` (the engine and :class:`Explanation`), ``_scoring`` (the re-run forwards of the
 gradient-free methods), ``_downstream`` (only the layers after the target, for Ablation-CAM),
-``_outputs`` (the class scores in a model's output), ``_learner`` (fastai Learners, duck-typed).
+``_outputs`` (the class scores in a model's output), ``_learner`` (fastai Learners, duck-typed),
+``dataset`` (explain_dataset: a whole folder or Dataset, streamed into a run folder), ``_ray`` (its Ray driver).
 """
 
 from ._scoring import Scorer
 from .explain import Explanation, explain, resolve_classes
+from .dataset import explain_dataset
 
-__all__ = ["Explanation", "explain", "resolve_classes", "Scorer"]
+__all__ = ["Explanation", "explain", "resolve_classes", "Scorer", "explain_dataset"]
