@@ -17,7 +17,7 @@ from .core.errors import (
     MultipleCallsError,
     NoGradientError,
 )
-from .engine import Explanation, Scorer, explain, resolve_classes
+from .engine import Concepts, Explanation, Scorer, dff, explain, resolve_classes
 from .core.heads import HeadVerdict, analyze_head
 from .methods import fcmap as _fcmap  # noqa: F401  (registers "fcmap")
 from .core.rewrite import FinetuneHistory, FullyConvolutional, GapLinearModel, finetune_head, fully_convolutional, replace_head
@@ -37,7 +37,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CamlensError", "HeadError", "InPlaceModifiedError", "InputError", "LayerNotExecutedError",
     "LayerNotFoundError", "MultipleCallsError", "NoGradientError",
-    "Explanation", "explain", "resolve_classes", "HeadVerdict",
+    "Explanation", "explain", "resolve_classes", "HeadVerdict", "Concepts", "dff",
     "analyze_head", "fully_convolutional", "replace_head", "finetune_head",
     "FullyConvolutional", "GapLinearModel", "FinetuneHistory",
     "Captured", "Hook", "Hooks", "capture", "get_module",

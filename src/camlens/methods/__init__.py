@@ -2,6 +2,7 @@
 
 from . import ablationcam as _ablationcam  # noqa: F401  (each import registers its methods)
 from . import cam as _cam  # noqa: F401
+from . import dff as _dff  # noqa: F401
 from . import eigen as _eigen  # noqa: F401
 from . import elementwise as _elementwise  # noqa: F401
 from . import fem as _fem  # noqa: F401
@@ -18,6 +19,7 @@ from . import xgradcam as _xgradcam  # noqa: F401
 from ._registry import Method, get_method, list_methods, register_method
 from .ablationcam import ablationcam
 from .cam import cam
+from .dff import dff
 from .eigen import eigencam, eigengradcam
 from .elementwise import gradcam_elementwise, randomcam
 from .fem import fem
@@ -39,5 +41,5 @@ __all__ = [
     "ablationcam", "cam", "eigencam", "eigengradcam", "gradcam", "gradcampp", "smoothgradcampp",
     "hirescam", "layercam", "iscam", "scorecam", "sscam", "xgradcam",
     "gradcam_elementwise", "randomcam", "fem", "kpcacam", "shapleycam", "finercam", "fullgrad",
-    "guided_backprop", "guided_gradcam",
+    "guided_backprop", "guided_gradcam", "dff",
 ]
