@@ -104,8 +104,11 @@ def pgc_cam(name, model, layer_module, x, classes, **kwargs):
         "gradcam": pgc.GradCAM, "gradcampp": pgc.GradCAMPlusPlus, "xgradcam": pgc.XGradCAM,
         "layercam": pgc.LayerCAM, "hirescam": pgc.HiResCAM, "eigengradcam": pgc.EigenGradCAM,
         "eigencam": pgc.EigenCAM, "scorecam": pgc.ScoreCAM, "ablationcam": pgc.AblationCAM,
+        "gradcam_elementwise": pgc.GradCAMElementWise, "fem": pgc.FEM, "shapleycam": pgc.ShapleyCAM,
+        "fullgrad": pgc.FullGrad, "kpcacam": pgc.KPCA_CAM,
     }[name]
-    with cls(model=model, target_layers=[layer_module], **kwargs) as cam:
+    layers = [] if name == "fullgrad" else [layer_module]  # FullGrad takes every bias layer
+    with contextlib.redirect_stdout(io.StringIO()), cls(model=model, target_layers=layers, **kwargs) as cam:
         return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in classes])
 
 
@@ -125,7 +128,8 @@ def torchcam_cam(name, model, layer, x, classes, **kwargs):
     return cams[0].detach()
 
 
-PGC = {"gradcam", "gradcampp", "xgradcam", "layercam", "hirescam", "eigengradcam", "eigencam", "scorecam", "ablationcam"}
+PGC = {"gradcam", "gradcampp", "xgradcam", "layercam", "hirescam", "eigengradcam", "eigencam", "scorecam", "ablationcam",
+       "gradcam_elementwise", "fem", "shapleycam", "fullgrad", "kpcacam"}
 TORCHCAM = {"gradcam", "gradcampp", "xgradcam", "layercam", "smoothgradcampp", "scorecam", "sscam", "iscam"}
 
 
@@ -328,9 +332,12 @@ def bench_agreement(args) -> None:
     print("Pearson r between the final maps (ReLU, bilinear upsampling, min-max), mean over photos.")
     print("Noise-averaged methods use the same sample count as the peer; their last column is the")
     print("agreement of camlens with itself under another noise seed (the floor to compare with).")
+    print("(kpcacam: pytorch-grad-cam keeps scikit-learn's arbitrary sign, camlens fixes it to agree with the mean")
+    print("activation, so a photo where the signs differ shows a low or negative r; the raw projections agree up to sign)")
     print("| method | pytorch-grad-cam | torchcam | camlens, another noise seed |")
     print("|---|---|---|---|")
-    methods = list(GRADIENT_METHODS) + ["eigencam", "smoothgradcampp", "scorecam", "ablationcam", "sscam", "iscam"]
+    methods = list(GRADIENT_METHODS) + ["eigencam", "smoothgradcampp", "scorecam", "ablationcam", "sscam", "iscam",
+                                        "gradcam_elementwise", "fem", "shapleycam", "fullgrad", "kpcacam"]
     slow = {"scorecam", "ablationcam", "sscam", "iscam"}
     for name in methods:
         xs = x[:1] if name in slow else x
