@@ -15,7 +15,10 @@ Sections:
    EfficientNet-Lite0 on a real photo at its head activation: camlens exact and fast
    (``top_k=64``) against pytorch-grad-cam and torchcam, with Pearson r of the maps; then
    Ablation-CAM on the same two against pytorch-grad-cam (torchcam has none).
-3. Agreement: Pearson r of every camlens method with the peer implementation of the same
+3. The rest of the family (Shapley-CAM, Finer-CAM, FullGrad, guided maps, DFF, ...): each alone
+   as a ratio of a forward, and its extra cost when it shares one call with Grad-CAM
+   (``--only family``); which of them share the one pass is printed with it.
+4. Agreement: Pearson r of every camlens method with the peer implementation of the same
    method on the pretrained EfficientNet-Lite0 and the sample photos, at the head activation
    (camlens's default target ``_swish:1``; the peers hook the same tensor, see
    ``lite0_with_head_activation``).
@@ -101,8 +104,11 @@ def pgc_cam(name, model, layer_module, x, classes, **kwargs):
         "gradcam": pgc.GradCAM, "gradcampp": pgc.GradCAMPlusPlus, "xgradcam": pgc.XGradCAM,
         "layercam": pgc.LayerCAM, "hirescam": pgc.HiResCAM, "eigengradcam": pgc.EigenGradCAM,
         "eigencam": pgc.EigenCAM, "scorecam": pgc.ScoreCAM, "ablationcam": pgc.AblationCAM,
+        "gradcam_elementwise": pgc.GradCAMElementWise, "fem": pgc.FEM, "shapleycam": pgc.ShapleyCAM,
+        "fullgrad": pgc.FullGrad, "kpcacam": pgc.KPCA_CAM,
     }[name]
-    with cls(model=model, target_layers=[layer_module], **kwargs) as cam:
+    layers = [] if name == "fullgrad" else [layer_module]  # FullGrad takes every bias layer
+    with contextlib.redirect_stdout(io.StringIO()), cls(model=model, target_layers=layers, **kwargs) as cam:
         return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in classes])
 
 
@@ -122,7 +128,8 @@ def torchcam_cam(name, model, layer, x, classes, **kwargs):
     return cams[0].detach()
 
 
-PGC = {"gradcam", "gradcampp", "xgradcam", "layercam", "hirescam", "eigengradcam", "eigencam", "scorecam", "ablationcam"}
+PGC = {"gradcam", "gradcampp", "xgradcam", "layercam", "hirescam", "eigengradcam", "eigencam", "scorecam", "ablationcam",
+       "gradcam_elementwise", "fem", "shapleycam", "fullgrad", "kpcacam"}
 TORCHCAM = {"gradcam", "gradcampp", "xgradcam", "layercam", "smoothgradcampp", "scorecam", "sscam", "iscam"}
 
 
@@ -194,6 +201,58 @@ def bench_gradient(args) -> None:
     if have("torchcam"):
         ratio, t = paired_ratio(lambda: torchcam_cam("gradcam", model, "layer4", x, [0] * args.batch), forward, args.repeats)
         print(f"  peer torchcam GradCAM: {t:.3f} s  {ratio:.3f}x forward")
+
+
+FAMILY = ("gradcam_elementwise", "shapleycam", "finercam", "fem", "kpcacam", "randomcam", "fullgrad",
+          "guided_backprop", "guided_gradcam", "dff")
+# what each takes beyond the one forward + head backward that Grad-CAM and its kin share
+FAMILY_PASS = {
+    "gradcam_elementwise": "shares it", "fem": "shares the forward (no backward)",
+    "kpcacam": "shares the forward (no backward)", "randomcam": "shares the forward (no backward)",
+    "dff": "shares the forward (+ NMF)", "shapleycam": "shares it + a double backward through the head per class",
+    "finercam": "shares it + a backward through the head per class",
+    "fullgrad": "its own forward + full backward (input and every bias gradient)",
+    "guided_backprop": "its own forward + full backward (guided ReLUs)",
+    "guided_gradcam": "shares it + its own guided forward and backward",
+}
+
+
+def bench_family(args) -> None:
+    """The newer methods: each alone, and its extra cost when requested together with Grad-CAM."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50().eval()
+    x = torch.randn(args.batch, 3, args.size, args.size)
+    print(f"\n## The rest of the family: resnet50, batch {args.batch}, {args.size}x{args.size}, layer4")
+    print("(median of paired ratios; 'with gradcam' is one call for both, against Grad-CAM alone)")
+
+    def forward():
+        with torch.no_grad():
+            model(x)
+
+    def gradcam_alone():
+        camlens.explain(model, x, "gradcam", "layer4")
+
+    print("| method | pass | alone: × forward | [gradcam, method] in one call: × gradcam alone |")
+    print("|---|---|---|---|")
+    for name in FAMILY:
+        alone, _ = paired_ratio(lambda: camlens.explain(model, x, name, "layer4"), forward, args.repeats)
+        shared, _ = paired_ratio(lambda: camlens.explain(model, x, ["gradcam", name], "layer4"), gradcam_alone,
+                                 args.repeats)
+        print(f"| {name} | {FAMILY_PASS[name]} | {alone:.2f}× | {shared:.2f}× |", flush=True)
+    if have("pytorch_grad_cam"):
+        import pytorch_grad_cam as pgc
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        targets = [ClassifierOutputTarget(0)] * args.batch
+        for label, cls, layers in (("FullGrad", pgc.FullGrad, []), ("ShapleyCAM", pgc.ShapleyCAM, [model.layer4])):
+            def run(cls=cls, layers=layers):
+                with contextlib.redirect_stdout(io.StringIO()), cls(model=model, target_layers=layers) as cam:
+                    cam(input_tensor=x, targets=targets)
+
+            ratio, _ = paired_ratio(lambda: quiet(run), forward, args.repeats)
+            print(f"| peer pytorch-grad-cam {label} | | {ratio:.2f}× | |", flush=True)
 
 
 def compare_row(method, label, model, layer, x, top_k, peers, rounds, peer_model=None, peer_layer=None) -> None:
@@ -273,9 +332,12 @@ def bench_agreement(args) -> None:
     print("Pearson r between the final maps (ReLU, bilinear upsampling, min-max), mean over photos.")
     print("Noise-averaged methods use the same sample count as the peer; their last column is the")
     print("agreement of camlens with itself under another noise seed (the floor to compare with).")
+    print("(kpcacam: pytorch-grad-cam keeps scikit-learn's arbitrary sign, camlens fixes it to agree with the mean")
+    print("activation, so a photo where the signs differ shows a low or negative r; the raw projections agree up to sign)")
     print("| method | pytorch-grad-cam | torchcam | camlens, another noise seed |")
     print("|---|---|---|---|")
-    methods = list(GRADIENT_METHODS) + ["eigencam", "smoothgradcampp", "scorecam", "ablationcam", "sscam", "iscam"]
+    methods = list(GRADIENT_METHODS) + ["eigencam", "smoothgradcampp", "scorecam", "ablationcam", "sscam", "iscam",
+                                        "gradcam_elementwise", "fem", "shapleycam", "fullgrad", "kpcacam"]
     slow = {"scorecam", "ablationcam", "sscam", "iscam"}
     for name in methods:
         xs = x[:1] if name in slow else x
@@ -307,14 +369,15 @@ def bench_agreement(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer photos")
-    parser.add_argument("--only", choices=["gradient", "scorecam", "agreement"],
+    parser.add_argument("--only", choices=["gradient", "family", "scorecam", "agreement"],
                         help="run one section ('scorecam': Score-CAM and Ablation-CAM speed)")
     parser.add_argument("--top-k", type=int, default=64, help="channels scored by Score-CAM's fast mode")
     args = parser.parse_args()
     args.batch, args.size, args.repeats = (2, 112, 2) if args.quick else (8, 224, 7)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    sections = {"gradient": bench_gradient, "scorecam": bench_rerun_methods, "agreement": bench_agreement}
+    sections = {"gradient": bench_gradient, "family": bench_family, "scorecam": bench_rerun_methods,
+                "agreement": bench_agreement}
     for key, fn in sections.items():
         if args.only in (None, key):
             fn(args)

@@ -15,6 +15,8 @@ Reference rows: ``(box)`` is the ground-truth box itself as a map (perfect local
 Run:
     python benchmarks/bench_metrics.py            # about 6 minutes on 2 CPU cores
     python benchmarks/bench_metrics.py --quick    # a smoke run, well under a minute of compute
+    python benchmarks/bench_metrics.py --readme   # also write both tables into README.md (between markers)
+    python benchmarks/bench_metrics.py --discrimination-only --readme   # map mass on the right photo, ~2 min
 Writes ``docs/images/metrics_digits_curves.png``, ``metrics_photos_curves.png`` and
 ``metrics_examples.png`` (``--out`` to change the folder).
 """
@@ -43,6 +45,21 @@ from camlens.metrics import Evaluation, MethodScores, boxes_to_masks, evaluate, 
 from camlens.viz.overlay import save_figure
 
 ROOT = Path(__file__).resolve().parents[1]
+ROAD_FRACTIONS = (0.2, 0.5, 0.8)  # ROAD on the digits (64x64: a sparse solve each); the photos would take ~1 s per imputation
+
+
+def write_readme_table(readme: Path, name: str, table: str) -> None:
+    """Replace the text between ``<!-- bench_metrics:NAME -->`` and ``<!-- /bench_metrics:NAME -->``."""
+    from camlens.io.files import atomic_write
+
+    text = readme.read_text()
+    start, end = f"<!-- bench_metrics:{name} -->", f"<!-- /bench_metrics:{name} -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"README.md has no {start} ... {end} markers")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    new = head + start + "\n" + table + "\n" + end + tail
+    atomic_write(readme, lambda tmp: Path(tmp).write_text(new))
 
 
 def reference_maps(data: LocalizationSet, size: tuple[int, int], seed: int) -> dict[str, torch.Tensor]:
@@ -57,7 +74,8 @@ def reference_maps(data: LocalizationSet, size: tuple[int, int], seed: int) -> d
     return {"(box)": boxes_to_masks(data.boxes, size).float(), "(center)": center.contiguous(), "(random)": noise}
 
 
-def run_set(title, model, inputs, data, *, layer, tolerance, step, budget, batch_size, methods, seed, options=None):
+def run_set(title, model, inputs, data, *, layer, tolerance, step, budget, batch_size, methods, seed, options=None,
+            road_fractions=None):
     """Evaluate every method (each guarded on its own) and the reference maps on one set."""
     evaluation = Evaluation()
     if layer is None:  # found once here, not once per method
@@ -65,6 +83,8 @@ def run_set(title, model, inputs, data, *, layer, tolerance, step, budget, batch
 
         layer = find_target_layer(model, tuple(inputs.shape[1:]))
     settings = dict(step=step, tolerance=tolerance, batch_size=batch_size, progress=sys.stderr.isatty())
+    if road_fractions:
+        settings.update(road=True, road_fractions=road_fractions)
     started = time.perf_counter()
     for name in methods:
         t0 = time.perf_counter()
@@ -83,6 +103,34 @@ def run_set(title, model, inputs, data, *, layer, tolerance, step, budget, batch
         evaluation.scores[name] = evaluate_maps(model, inputs, maps, data.classes, data.boxes, name=name, **settings)
     print(f"  [{title}] done in {time.perf_counter() - started:.0f} s", flush=True)
     return evaluation
+
+
+def discrimination_table(model, inputs, data, methods) -> str:
+    """Share of each method's map mass on the explained photo and on the other photo of the canvas.
+
+    The pasted-photos canvases hold two photos, one class each (K=2): a class-discriminative
+    method puts the mass of class k's map on photo k (energy pointing game, Wang et al. 2020),
+    not on the other one. Class-agnostic methods (no gradient, no class weights) give both
+    classes the same map, so the two columns are equal for them.
+    """
+    from camlens import explain
+    from camlens.metrics import energy_pointing_game, pointing_game
+
+    other = data.boxes.flip(1)  # each class's box swapped for the other photo's
+    lines = ["| method | mass on the right photo ↑ | mass on the other photo ↓ | pointing game ↑ |",
+             "|---|---:|---:|---:|"]
+    for name in methods:
+        try:
+            maps = explain(model, inputs, name, classes=data.classes, progress=False,
+                           **({"top_k": 64} if name in ("scorecam", "sscam", "iscam") else {})).maps
+        except CamlensError as error:
+            lines.append(f"| {name} | skipped ({str(error)[:60]}) | | |")
+            continue
+        right, wrong = energy_pointing_game(maps, data.boxes), energy_pointing_game(maps, other)
+        hit = pointing_game(maps, data.boxes, 15).float()
+        lines.append(f"| {name} | {float(right.mean()):.3f} | {float(wrong.mean()):.3f} | {float(hit.mean()):.0%} |")
+        print(f"  [discrimination] {name}", flush=True)
+    return "\n".join(lines)
 
 
 def example_figure(sets, path: Path, methods=("cam", "gradcam", "gradcampp", "layercam", "eigencam")):
@@ -135,6 +183,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(ROOT / "docs" / "images"), help="folder for the PNG plots")
     parser.add_argument("--methods", help="comma-separated subset of methods (default: all registered)")
     parser.add_argument("--skip", choices=["digits", "photos"], help="leave one set out")
+    parser.add_argument("--discrimination-only", action="store_true",
+                        help="only the share of map mass on the right photo of the two-photo canvases")
+    parser.add_argument("--readme", action="store_true",
+                        help="write the tables into README.md between the <!-- bench_metrics:SET --> markers")
     args = parser.parse_args(argv)
 
     quick = args.quick
@@ -144,6 +196,18 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; methods: {', '.join(methods)}")
     tables, figure_sets, started = {}, [], time.perf_counter()
 
+    if args.discrimination_only:
+        from camlens.io.models import load_model
+
+        loaded = load_model("efficientnet_lite0")
+        photos = pasted_photos_set(2 if quick else 4, model=loaded, seed=args.seed)
+        names = [m for m in methods if m not in ("fcmap", "sscam", "iscam")]
+        table = discrimination_table(loaded.model, loaded.preprocess(list(photos.images)), photos, names)
+        print(f"\n### discrimination: {len(photos)} canvases x 2 pasted photos, EfficientNet-Lite0\n\n{table}")
+        if args.readme:
+            write_readme_table(ROOT / "README.md", "discrimination", table)
+            print("wrote the discrimination table into README.md")
+        return 0
     if args.skip != "digits":
         t0 = time.perf_counter()
         train = digits_localization_set(1500 if quick else 4000, "train", seed=args.seed)
@@ -153,9 +217,11 @@ def main(argv=None) -> int:
         train_s = time.perf_counter() - t0
         print(f"digits: GAP CNN trained on {len(train)} image-level labels in {train_s:.0f} s; test accuracy {acc:.1%}")
         result = run_set("digits", model, test.images, test, layer="features", tolerance=4, step=1 / 12,
-                         budget=10 if quick else 30, batch_size=256, methods=methods, seed=args.seed)
+                         budget=10 if quick else 30, batch_size=256, methods=methods, seed=args.seed,
+                         road_fractions=ROAD_FRACTIONS)
         tables["digits"] = (result, f"{len(test)} test canvases (64x64), GAP CNN test accuracy {acc:.1%}, "
-                                    f"trained in {train_s:.0f} s; pointing tolerance 4 px, 13-point curves")
+                                    f"trained in {train_s:.0f} s; pointing tolerance 4 px, 13-point curves; ROAD "
+                                    f"at {', '.join(f'{f:.0%}' for f in ROAD_FRACTIONS)} of the pixels removed")
         save_figure(plot_curves(result, "cluttered digits, GAP CNN"), out / "metrics_digits_curves.png", dpi=80)
         figure_sets.append((model, test.images, test, "features", test.images))
 
@@ -181,6 +247,10 @@ def main(argv=None) -> int:
     for name, (result, caption) in tables.items():
         print(f"\n### {name}: {caption}\n")
         print(result.table())
+    if args.readme:
+        for name, (result, caption) in tables.items():
+            write_readme_table(ROOT / "README.md", name, result.table())
+            print(f"wrote the {name} table into README.md")
     print(f"\nscores are softmax probabilities; deletion baseline zeros, insertion baseline blur, CAM box threshold 0.2; "
           f"ms/image is camlens.explain alone on this machine ({torch.get_num_threads()} threads). "
           f"Total {time.perf_counter() - started:.0f} s.", flush=True)

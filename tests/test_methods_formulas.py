@@ -32,7 +32,7 @@ def test_all_issue_methods_registered():
                 "scorecam", "sscam", "iscam", "ablationcam", "smoothgradcampp"}
     assert expected <= set(list_methods())
     assert get_method("Grad-CAM++".replace("+", "p")).name == "gradcampp"
-    assert get_method("scorecam").options == ("top_k",)
+    assert get_method("scorecam").options == ("top_k", "eigen_smooth")
 
 
 def test_gradcampp_closed_form(tensors):

@@ -18,7 +18,7 @@ from .core.errors import (
     MultipleCallsError,
     NoGradientError,
 )
-from .engine import Explanation, Scorer, explain, explain_dataset, resolve_classes
+from .engine import Concepts, Explanation, Scorer, dff, explain, explain_dataset, resolve_classes
 from .io.run import Run, open_run
 from .core.heads import HeadVerdict, analyze_head
 from .methods import fcmap as _fcmap  # noqa: F401  (registers "fcmap")
@@ -39,7 +39,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CamlensError", "HeadError", "InPlaceModifiedError", "InputError", "LayerNotExecutedError",
     "LayerNotFoundError", "ModelCallError", "MultipleCallsError", "NoGradientError",
-    "Explanation", "explain", "resolve_classes", "HeadVerdict", "explain_dataset", "open_run", "Run",
+    "Explanation", "explain", "resolve_classes", "HeadVerdict", "explain_dataset", "open_run", "Run", "Concepts", "dff",
     "analyze_head", "fully_convolutional", "replace_head", "finetune_head",
     "FullyConvolutional", "GapLinearModel", "FinetuneHistory",
     "Captured", "Hook", "Hooks", "capture", "get_module",

@@ -7,7 +7,8 @@ gradient-free methods), ``_downstream`` (only the layers after the target, for A
 """
 
 from ._scoring import Scorer
+from .dff import Concepts, dff
 from .explain import Explanation, explain, resolve_classes
 from .dataset import explain_dataset
 
-__all__ = ["Explanation", "explain", "resolve_classes", "Scorer", "explain_dataset"]
+__all__ = ["Concepts", "Explanation", "dff", "explain", "resolve_classes", "Scorer", "explain_dataset"]

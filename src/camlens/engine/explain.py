@@ -31,6 +31,7 @@ from ..core.modes import evaluation_mode
 from . import _validate
 from ._outputs import logits_of
 from ._scoring import Scorer
+from ._extra_inputs import GRAPH_INPUTS, PASS_INPUTS, graph_inputs, keeps_graph, pass_inputs
 from ..core.errors import HeadError, InputError, LayerNotExecutedError, MultipleCallsError, model_call
 from ..core.heads import HeadRecorder
 from ..core.hooks import _not_run_message, capture, first_tensor, get_module, module_name, parse_layer_name
@@ -225,29 +226,31 @@ def _modules_that_ran(model: nn.Module, inputs: torch.Tensor) -> list[str]:
     return cap.ran
 
 
-def _gradients(scores: torch.Tensor, activations: list[torch.Tensor]) -> list[torch.Tensor]:
+def _gradients(scores: torch.Tensor, activations: list[torch.Tensor], retain_graph: bool = False) -> list[torch.Tensor]:
     """d scores[:, k] / d activations for each k, in one batched backward: (N, K, C, h, w) each."""
     with torch.enable_grad():  # the user may call explain under torch.no_grad()
-        return _batched_gradients(scores, activations)
+        return _batched_gradients(scores, activations, retain_graph)
 
 
-def _batched_gradients(scores: torch.Tensor, activations: list[torch.Tensor]) -> list[torch.Tensor]:
+def _batched_gradients(scores: torch.Tensor, activations: list[torch.Tensor], retain_graph: bool = False) -> list[torch.Tensor]:
     n, k = scores.shape
     if not scores.requires_grad:
         raise LayerNotExecutedError("the class scores do not depend on the target layer; pick a layer on the path to the output")
     if k == 1:
-        grads = torch.autograd.grad(scores.sum(), activations, allow_unused=True)
+        grads = torch.autograd.grad(scores.sum(), activations, retain_graph=retain_graph, allow_unused=True)
         grads = [None if g is None else g.unsqueeze(1) for g in grads]
     else:
         eye = torch.eye(k, dtype=scores.dtype, device=scores.device)
         grad_outputs = eye[:, None, :].expand(k, n, k)
         try:
             grads = torch.autograd.grad(
-                scores, activations, grad_outputs=grad_outputs, is_grads_batched=True, allow_unused=True
+                scores, activations, grad_outputs=grad_outputs, is_grads_batched=True, allow_unused=True,
+                retain_graph=retain_graph,
             )
         except RuntimeError:  # an op without a batching rule: fall back to K backward passes
             per_class = [
-                torch.autograd.grad(scores[:, j].sum(), activations, retain_graph=j < k - 1, allow_unused=True)
+                torch.autograd.grad(scores[:, j].sum(), activations, retain_graph=retain_graph or j < k - 1,
+                                    allow_unused=True)
                 for j in range(k)
             ]
             grads = [None if g[0] is None else torch.stack(g) for g in zip(*per_class)]
@@ -308,7 +311,7 @@ def _forward(model: nn.Module, inputs: torch.Tensor, layers: list[str], with_gra
     return output, logits, score_source, activations, recorder
 
 
-_INPUTS = ("activations", "gradients", "class_weights", "score_maps", "scorer")
+_INPUTS = ("activations", "gradients", "class_weights", "score_maps", "scorer") + GRAPH_INPUTS + PASS_INPUTS
 _AUGMENTS = {
     "flip": ((False, 1.0), (True, 1.0)),
     "tta": ((False, 1.0), (True, 1.0), (False, 1.15), (True, 1.15)),
@@ -362,8 +365,9 @@ def _explain(model, inputs, methods, layers, classes, fuse, batch_size, progress
              allow_1x1=False) -> dict[str, Explanation]:
     """One forward (and one backward for all gradient methods and classes) for every layer."""
     needs = {need for m in methods for need in m.needs}
+    graph = keeps_graph(needs)  # Shapley-CAM, Finer-CAM: more backwards through the head (_extra_inputs)
     output, logits, score_source, activations, recorder = _forward(
-        model, inputs, layers, "gradients" in needs, score, ops="class_weights" in needs
+        model, inputs, layers, "gradients" in needs or graph, score, ops="class_weights" in needs
     )
     _validate.check_finite(
         logits.detach(), "the model's output (the class scores)",
@@ -374,11 +378,13 @@ def _explain(model, inputs, methods, layers, classes, fuse, batch_size, progress
     class_index = resolve_classes(classes, logits.detach())
     with torch.enable_grad():  # the user may call explain under torch.no_grad()
         scores = logits.gather(1, class_index)
-    gradients = _gradients(scores, activations) if "gradients" in needs else [None] * len(layers)
+    gradients = _gradients(scores, activations, graph) if "gradients" in needs else [None] * len(layers)
+    full_pass = pass_inputs(needs, model, inputs, class_index, score)  # FullGrad, guided: (_extra_inputs)
     k = class_index.shape[1]
     raws: dict[str, list[torch.Tensor]] = {m.name: [] for m in methods}
     for layer, acts, grads in zip(layers, activations, gradients):
-        available: dict[str, Any] = {"activations": acts.detach()}
+        available: dict[str, Any] = {"activations": acts.detach(), **full_pass,
+                                     **graph_inputs(needs, logits, class_index, acts)}
         if grads is not None:
             available["gradients"] = grads
         if "class_weights" in needs:
@@ -532,7 +538,8 @@ def explain(
     _validate.check_options(options, batch_size)
     methods = [get_method(name) for name in names]
     needs = {need for m in methods for need in m.needs}
-    if "gradients" in needs and torch.is_inference_mode_enabled():
+    if needs & {"gradients", "logit_gradients", "hessian_products", "input_gradients", "bias_gradients",
+                "guided_gradients"} and torch.is_inference_mode_enabled():
         raise InputError(
             f"{names} need gradients, which torch.inference_mode() forbids; call explain outside "
             "inference_mode (explain itself records only what the gradient needs)"

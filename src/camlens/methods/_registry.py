@@ -87,6 +87,6 @@ def list_methods(pattern: str = "*") -> list[str]:
         >>> "gradcam" in list_methods() and "cam" in list_methods()
         True
         >>> list_methods("*gradcam")
-        ['eigengradcam', 'gradcam', 'xgradcam']
+        ['eigengradcam', 'gradcam', 'guided_gradcam', 'xgradcam']
     """
     return sorted(name for name in _METHODS if fnmatch.fnmatch(name, pattern))

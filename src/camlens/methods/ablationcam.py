@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ._combine import elementwise_sum, weighted_sum
 from ._registry import register_method
 from .gradcampp import _safe_divide
 
@@ -24,7 +25,7 @@ def ablation_weights(scores: torch.Tensor, ablated: torch.Tensor) -> torch.Tenso
 
 
 @register_method("ablationcam", paper="Desai & Ramaswamy 2020, Ablation-CAM: Gradient-free Localization")
-def ablationcam(activations: torch.Tensor, scorer) -> torch.Tensor:
+def ablationcam(activations: torch.Tensor, scorer, eigen_smooth: bool = False) -> torch.Tensor:
     """Ablation-CAM: channels weighted by how much the class score drops without them.
 
     ``y_k`` is the score with channel ``k`` of the target layer zeroed, ``w_k = (y - y_k) / y``,
@@ -34,6 +35,7 @@ def ablationcam(activations: torch.Tensor, scorer) -> torch.Tensor:
     Args:
         activations: (N, C, h, w) output of the target layer.
         scorer: re-runs the model from modified activations (provided by :func:`camlens.explain`).
+        eigen_smooth: first principal component of the weighted activations instead of their sum.
 
     Returns:
         (N, K, h, w) maps before ReLU and normalisation.
@@ -53,4 +55,4 @@ def ablationcam(activations: torch.Tensor, scorer) -> torch.Tensor:
         if len(channels):
             ablated[i, channels] = scorer.score_activations(i, make, len(channels)).float()
     weights = ablation_weights(scorer.scores.float(), ablated)
-    return torch.einsum("nkc,nchw->nkhw", weights.to(activations.dtype), activations)
+    return weighted_sum(weights, activations, eigen_smooth)

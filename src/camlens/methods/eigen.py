@@ -44,13 +44,14 @@ def first_component(features: torch.Tensor, reference: torch.Tensor) -> torch.Te
 
 
 @register_method("eigencam", paper="Muhammad & Yeasin 2020, Eigen-CAM: Class Activation Map using Principal Components")
-def eigencam(activations: torch.Tensor) -> torch.Tensor:
+def eigencam(activations: torch.Tensor, eigen_smooth: bool = False) -> torch.Tensor:
     """Eigen-CAM: first principal component of the activations (class-agnostic).
 
     Sign fixed so that the map agrees with the mean activation over channels.
 
     Args:
         activations: (N, C, h, w) output of the target layer.
+        eigen_smooth: accepted for a uniform interface; the map already is a first component.
 
     Returns:
         (N, 1, h, w) maps (the same for every class) before ReLU and normalisation.
@@ -65,7 +66,7 @@ def eigencam(activations: torch.Tensor) -> torch.Tensor:
 
 
 @register_method("eigengradcam", paper="Eigen-CAM applied to gradient x activation, as in pytorch-grad-cam")
-def eigengradcam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+def eigengradcam(activations: torch.Tensor, gradients: torch.Tensor, eigen_smooth: bool = False) -> torch.Tensor:
     """Eigen-Grad-CAM: first principal component of gradient x activation.
 
     Sign fixed so that the map agrees with the HiResCAM map ``sum_k g_k A_k``.
@@ -73,6 +74,7 @@ def eigengradcam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Te
     Args:
         activations: (N, C, h, w) output of the target layer.
         gradients: (N, K, C, h, w) gradient of each of K class scores w.r.t. the activations.
+        eigen_smooth: accepted for a uniform interface; the map already is a first component.
 
     Returns:
         (N, K, h, w) maps before ReLU and normalisation.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ._combine import elementwise_sum, weighted_sum
 from ._registry import register_method
 
 __all__ = ["gradcampp", "gradcampp_weights", "smoothgradcampp"]
@@ -41,7 +42,7 @@ def gradcampp_weights(
 
 
 @register_method("gradcampp", paper="Chattopadhay et al. 2018, Grad-CAM++: Generalized Gradient-based Visual Explanations")
-def gradcampp(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+def gradcampp(activations: torch.Tensor, gradients: torch.Tensor, eigen_smooth: bool = False) -> torch.Tensor:
     """Grad-CAM++: channels weighted by positive gradients times the closed-form alpha.
 
     ``alpha_k(i, j) = g^2 / (2 g^2 + sum_ab A_k(a, b) g^3)``, ``w_k = sum_ij alpha relu(g)``,
@@ -50,6 +51,7 @@ def gradcampp(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tenso
     Args:
         activations: (N, C, h, w) output of the target layer.
         gradients: (N, K, C, h, w) gradient of each of K class scores w.r.t. the activations.
+        eigen_smooth: first principal component of the weighted activations instead of their sum.
 
     Returns:
         (N, K, h, w) maps before ReLU and normalisation.
@@ -61,12 +63,13 @@ def gradcampp(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tenso
         tensor([[[[0.3333, 0.3333]]]])
     """
     weights = gradcampp_weights(activations, gradients, gradients.pow(2), gradients.pow(3))
-    return torch.einsum("nkc,nchw->nkhw", weights, activations)
+    return weighted_sum(weights, activations, eigen_smooth)
 
 
 @register_method("smoothgradcampp", paper="Omeiza et al. 2019, Smooth Grad-CAM++")
 def smoothgradcampp(
-    activations: torch.Tensor, scorer, samples: int = 8, noise_std: float = 0.3, seed: int = 0
+    activations: torch.Tensor, scorer, samples: int = 8, noise_std: float = 0.3, seed: int = 0,
+    eigen_smooth: bool = False,
 ) -> torch.Tensor:
     """Smooth Grad-CAM++: Grad-CAM++ with derivatives averaged over noisy copies of the input.
 
@@ -82,6 +85,7 @@ def smoothgradcampp(
         samples: number of noisy copies.
         noise_std: standard deviation of the Gaussian noise.
         seed: seed of the noise generator.
+        eigen_smooth: first principal component of the weighted activations instead of their sum.
 
     Returns:
         (N, K, h, w) maps before ReLU and normalisation.
@@ -99,4 +103,4 @@ def smoothgradcampp(
             g2 += square
             g3 += square * grad
     weights = gradcampp_weights(activations, g1 / samples, g2 / samples, g3 / samples)
-    return torch.einsum("nkc,nchw->nkhw", weights, activations)
+    return weighted_sum(weights, activations, eigen_smooth)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 
 from ..core.postprocess import normalize_maps, upsample_maps
+from ._combine import elementwise_sum, weighted_sum
 from ._registry import register_method
 
 __all__ = ["masks_from_activations", "scorecam", "sscam", "iscam", "score_weights"]
@@ -105,7 +106,7 @@ def _score_channels(activations, scorer, top_k, scales=(1.0,), noise_std=0.0, sa
 
 
 @register_method("scorecam", paper="Wang et al. 2020, Score-CAM: Score-Weighted Visual Explanations for CNNs")
-def scorecam(activations: torch.Tensor, scorer, top_k: int | None = None) -> torch.Tensor:
+def scorecam(activations: torch.Tensor, scorer, top_k: int | None = None, eigen_smooth: bool = False) -> torch.Tensor:
     """Score-CAM: channels weighted by the softmax of the scores of the inputs they mask.
 
     ``H_k = normalise(upsample(A_k))``, ``s_k = S_c(x * H_k)``, ``w = softmax_k(s)``,
@@ -117,18 +118,19 @@ def scorecam(activations: torch.Tensor, scorer, top_k: int | None = None) -> tor
         activations: (N, C, h, w) output of the target layer.
         scorer: re-runs the model on masked inputs (provided by :func:`camlens.explain`).
         top_k: score only this many channels per image (fast mode); ``None``: all.
+        eigen_smooth: first principal component of the weighted activations instead of their sum.
 
     Returns:
         (N, K, h, w) maps before ReLU and normalisation.
     """
     weights = score_weights(_score_channels(activations, scorer, top_k))
-    return torch.einsum("nkc,nchw->nkhw", weights.to(activations.dtype), activations)
+    return weighted_sum(weights, activations, eigen_smooth)
 
 
 @register_method("sscam", paper="Wang et al. 2020, SS-CAM: Smoothed Score-CAM for Sharper Visual Feature Localization")
 def sscam(
     activations: torch.Tensor, scorer, samples: int = 10, noise_std: float = 2.0,
-    seed: int = 0, top_k: int | None = None,
+    seed: int = 0, top_k: int | None = None, eigen_smooth: bool = False,
 ) -> torch.Tensor:
     """SS-CAM: Score-CAM with each channel's score averaged over noisy masks.
 
@@ -142,16 +144,19 @@ def sscam(
         noise_std: standard deviation of the mask noise.
         seed: seed of the noise generator.
         top_k: score only this many channels per image (fast mode); ``None``: all.
+        eigen_smooth: first principal component of the weighted activations instead of their sum.
 
     Returns:
         (N, K, h, w) maps before ReLU and normalisation.
     """
     scores = _score_channels(activations, scorer, top_k, noise_std=noise_std, samples=samples, seed=seed)
-    return torch.einsum("nkc,nchw->nkhw", score_weights(scores).to(activations.dtype), activations)
+    return weighted_sum(score_weights(scores), activations, eigen_smooth)
 
 
 @register_method("iscam", paper="Naidu et al. 2020, IS-CAM: Integrated Score-CAM for axiomatic-based explanations")
-def iscam(activations: torch.Tensor, scorer, samples: int = 10, top_k: int | None = None) -> torch.Tensor:
+def iscam(
+    activations: torch.Tensor, scorer, samples: int = 10, top_k: int | None = None, eigen_smooth: bool = False
+) -> torch.Tensor:
     """IS-CAM: Score-CAM with each channel's score integrated along growing masks.
 
     As in the paper's algorithm (and torchcam), the mask is accumulated: step ``i`` scores
@@ -163,10 +168,11 @@ def iscam(activations: torch.Tensor, scorer, samples: int = 10, top_k: int | Non
         scorer: re-runs the model on masked inputs (provided by :func:`camlens.explain`).
         samples: integration steps.
         top_k: score only this many channels per image (fast mode); ``None``: all.
+        eigen_smooth: first principal component of the weighted activations instead of their sum.
 
     Returns:
         (N, K, h, w) maps before ReLU and normalisation.
     """
     scales = tuple(sum(j / samples for j in range(1, i + 1)) for i in range(1, samples + 1))
     scores = _score_channels(activations, scorer, top_k, scales=scales)
-    return torch.einsum("nkc,nchw->nkhw", score_weights(scores).to(activations.dtype), activations)
+    return weighted_sum(score_weights(scores), activations, eigen_smooth)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from ._combine import elementwise_sum, weighted_sum
 from ._registry import register_method
 from .gradcampp import _safe_divide
 
 
 @register_method("xgradcam", paper="Fu et al. 2020, Axiom-based Grad-CAM: Towards Accurate Visualization and Explanation of CNNs")
-def xgradcam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+def xgradcam(activations: torch.Tensor, gradients: torch.Tensor, eigen_smooth: bool = False) -> torch.Tensor:
     """XGrad-CAM: gradients weighted by the activations' share of their channel's sum.
 
     ``w_k = sum_ij (A_k(i, j) / sum_ab A_k(a, b)) dS/dA_k(i, j)`` (0 for a channel summing to 0),
@@ -18,6 +19,7 @@ def xgradcam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor
     Args:
         activations: (N, C, h, w) output of the target layer.
         gradients: (N, K, C, h, w) gradient of each of K class scores w.r.t. the activations.
+        eigen_smooth: first principal component of the weighted activations instead of their sum.
 
     Returns:
         (N, K, h, w) maps before ReLU and normalisation.
@@ -30,4 +32,4 @@ def xgradcam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor
     """
     weighted = torch.einsum("nkchw,nchw->nkc", gradients, activations)
     weights = _safe_divide(weighted, activations.sum(dim=(-2, -1)).unsqueeze(1))
-    return torch.einsum("nkc,nchw->nkhw", weights, activations)
+    return weighted_sum(weights, activations, eigen_smooth)

@@ -15,6 +15,7 @@ from ..core.errors import CamlensError, InputError
 from ._common import ScoreFn, check_inputs, flatten_pairs, logits_in_batches
 from .faithfulness import ConfidenceChange, Curves, confidence_change, deletion_curve, insertion_curve
 from .localization import energy_pointing_game, localization_iou, pointing_game
+from .road import DEFAULT_FRACTIONS, RoadScores, road as road_scores
 
 __all__ = ["MethodScores", "Evaluation", "evaluate", "evaluate_maps", "plot_curves"]
 
@@ -33,6 +34,7 @@ class MethodScores:
     deletion: Curves | None = None
     insertion: Curves | None = None
     confidence: ConfidenceChange | None = None
+    road: RoadScores | None = None
     pointing: torch.Tensor | None = None
     energy: torch.Tensor | None = None
     iou: torch.Tensor | None = None
@@ -40,7 +42,8 @@ class MethodScores:
 
     def summary(self) -> dict[str, float]:
         """Mean of each metric: pointing, energy, iou50 (share with IoU >= 0.5) and iou in [0, 1];
-        deletion/insertion AUC; average_drop and increase in percent; ms_per_image."""
+        deletion/insertion AUC; average_drop and increase in percent; ROAD MoRF, LeRF and combined
+        (when computed); ms_per_image."""
         nan = math.nan
         mean = lambda t: float(t.float().mean()) if t is not None and t.numel() else nan  # noqa: E731
         return {
@@ -52,6 +55,9 @@ class MethodScores:
             "insertion": self.insertion.mean_auc if self.insertion is not None else nan,
             "average_drop": self.confidence.average_drop if self.confidence is not None else nan,
             "increase": self.confidence.increase_in_confidence if self.confidence is not None else nan,
+            "road_morf": self.road.morf_mean if self.road is not None else nan,
+            "road_lerf": self.road.lerf_mean if self.road is not None else nan,
+            "road_combined": self.road.combined if self.road is not None else nan,
             "ms_per_image": 1000 * self.seconds_per_image,
         }
 
@@ -65,6 +71,9 @@ _COLUMNS = [
     ("insertion", "insertion AUC ↑", "{:.3f}"),
     ("average_drop", "avg drop % ↓", "{:.1f}"),
     ("increase", "increase % ↑", "{:.1f}"),
+    ("road_morf", "ROAD MoRF ↓", "{:.3f}"),
+    ("road_lerf", "ROAD LeRF ↑", "{:.3f}"),
+    ("road_combined", "ROAD ↑", "{:.3f}"),
     ("ms_per_image", "ms/image", "{:.1f}"),
 ]
 
@@ -82,7 +91,9 @@ class Evaluation:
 
     def table(self) -> str:
         """A Markdown table, one row per method; skipped methods listed below it."""
-        header = ["method", "images"] + [title for _, title, _ in _COLUMNS]
+        with_road = any(s.road is not None for s in self.scores.values())
+        columns = [c for c in _COLUMNS if with_road or not c[0].startswith("road_")]
+        header = ["method", "images"] + [title for _, title, _ in columns]
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
         skipped = []
         for name, s in self.scores.items():
@@ -91,7 +102,7 @@ class Evaluation:
                 continue
             values = s.summary()
             cells = [name, str(s.images)] + [
-                "–" if math.isnan(values[key]) else fmt.format(values[key]) for key, _, fmt in _COLUMNS
+                "–" if math.isnan(values[key]) else fmt.format(values[key]) for key, _, fmt in columns
             ]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines + ([""] + skipped if skipped else []))
@@ -117,6 +128,8 @@ def evaluate_maps(
     threshold: float = 0.2,
     batch_size: int = 64,
     faithfulness: bool = True,
+    road: bool = False,
+    road_fractions: tuple[float, ...] = DEFAULT_FRACTIONS,
     progress: bool = True,
 ) -> MethodScores:
     """Every metric for given maps (from any source: a method, a baseline, another library).
@@ -128,6 +141,8 @@ def evaluate_maps(
             (then no localization metric).
         faithfulness: compute deletion/insertion and the confidence change (these run
             the model; localization does not).
+        road: also compute ROAD (:func:`camlens.metrics.road`, Rong et al. 2022) at
+            ``road_fractions``: one imputation and forward per pair, share and order.
         Other arguments: see :func:`evaluate`.
     """
     image_index, flat_maps, cls = flatten_pairs(inputs, maps, classes, model)
@@ -144,6 +159,9 @@ def evaluate_maps(
         result.deletion = deletion_curve(model, inputs, grid, classes_nk, step=step, baseline=deletion_baseline, **common)
         result.insertion = insertion_curve(model, inputs, grid, classes_nk, step=step, baseline=insertion_baseline, **common)
         result.confidence = confidence_change(model, inputs, grid, classes_nk, baseline=confidence_baseline, **common)
+    if road:
+        result.road = road_scores(model, inputs, grid, classes_nk, fractions=road_fractions, score=score,
+                                  batch_size=batch_size, progress=progress)
     return result
 
 
@@ -190,6 +208,8 @@ def evaluate(
     explain_batch_size: int = 16,
     max_seconds_per_method: float | None = None,
     explain_options: dict[str, Any] | None = None,
+    road: bool = False,
+    road_fractions: tuple[float, ...] = DEFAULT_FRACTIONS,
     progress: bool = True,
 ) -> Evaluation:
     """Explain ``inputs`` with each method and score the maps: faithfulness and localization.
@@ -221,6 +241,8 @@ def evaluate(
             big model) is evaluated on as many of the first images as fit (at least one).
         explain_options: method options for :func:`camlens.explain` (e.g. ``{"top_k": 64}``,
             Score-CAM's fast mode); each method gets only the options it takes.
+        road: also score ROAD MoRF / LeRF / combined (Rong et al. 2022) at ``road_fractions``
+            (shares of the pixels removed and imputed; slower: a sparse solve per imputed image).
         progress: show progress bars.
 
     Returns:
@@ -253,7 +275,8 @@ def evaluate(
 
         target_layer = find_target_layer(model, tuple(inputs.shape[1:]))
     settings = dict(step=step, deletion_baseline=deletion_baseline, insertion_baseline=insertion_baseline,
-                    confidence_baseline=confidence_baseline, score=score, tolerance=tolerance, threshold=threshold)
+                    confidence_baseline=confidence_baseline, score=score, tolerance=tolerance, threshold=threshold,
+                    road=road, road_fractions=road_fractions)
     evaluation = Evaluation(settings=dict(settings, images=inputs.shape[0], explain_options=explain_options or {}))
     bar = tqdm(names, desc="methods", unit="method", disable=not progress or len(names) < 2)
     for name in bar:
