@@ -17,7 +17,7 @@ from .core.errors import (
     MultipleCallsError,
     NoGradientError,
 )
-from .engine import Explanation, Scorer, explain, resolve_classes
+from .engine import Explanation, Scorer, explain, explain_detections, resolve_classes
 from .core.heads import HeadVerdict, analyze_head
 from .methods import fcmap as _fcmap  # noqa: F401  (registers "fcmap")
 from .core.rewrite import FinetuneHistory, FullyConvolutional, GapLinearModel, finetune_head, fully_convolutional, replace_head
@@ -31,13 +31,15 @@ from .methods import GRADIENT_METHODS, get_method, list_methods, register_method
 from .core.postprocess import finalize_maps, normalize_maps, upsample_maps
 from .stats import ActivationStats, LayerStats
 from . import metrics  # noqa: F401  (camlens.metrics: faithfulness and localization)
+from . import targets  # noqa: F401  (camlens.targets: ClassScore, SegmentationMask, BoxScore, ...)
+from .core.layouts import Layout
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CamlensError", "HeadError", "InPlaceModifiedError", "InputError", "LayerNotExecutedError",
     "LayerNotFoundError", "MultipleCallsError", "NoGradientError",
-    "Explanation", "explain", "resolve_classes", "HeadVerdict",
+    "Explanation", "explain", "explain_detections", "resolve_classes", "HeadVerdict", "Layout", "targets",
     "analyze_head", "fully_convolutional", "replace_head", "finetune_head",
     "FullyConvolutional", "GapLinearModel", "FinetuneHistory",
     "Captured", "Hook", "Hooks", "capture", "get_module",

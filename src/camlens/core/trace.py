@@ -108,20 +108,22 @@ def main_output(output) -> torch.Tensor | None:
     return first_tensor(getattr(output, "logits", output))
 
 
-def _channels_last_hint(module: nn.Module, shape: tuple[int, ...]) -> bool | None:
+def _channels_last_hint(module: nn.Module, shape: tuple[int, ...], has_layernorm: bool) -> bool | None:
     if isinstance(module, nn.LayerNorm):
         return tuple(module.normalized_shape) == tuple(shape[-1:])
-    if isinstance(module, (nn.Conv2d, nn.BatchNorm2d)):
-        return False
+    if isinstance(module, (nn.Conv2d, nn.BatchNorm2d)) or not has_layernorm:
+        return False  # a conv/BatchNorm output, or a model without LayerNorm: no channels-last tensors
     return None
 
 
 def classify_calls(records: list[LayerCall], input_shape: tuple[int, ...], patch_grid) -> None:
     """Set each call's :attr:`LayerCall.layout` (or why it is ambiguous)."""
+    has_layernorm = any(isinstance(r._module, nn.LayerNorm) for r in records)
     for record in records:
         if record.shape is None:
             continue
-        found = classify(record.shape, input_shape, patch_grid, _channels_last_hint(record._module, record.shape))
+        hint = _channels_last_hint(record._module, record.shape, has_layernorm)
+        found = classify(record.shape, input_shape, patch_grid, hint)
         if isinstance(found, Layout):
             record.layout = found
         elif isinstance(found, str):
