@@ -267,11 +267,6 @@ def layout_for(
         return found
     if isinstance(found, str):
         raise InputError(f"the layout of {layer}'s output is ambiguous: {found}")
-    if len(shape) == 4 and len(input_shape) == 4:
-        # a 4-D map whose grid does not follow the input (a model that resizes inside,
-        # a detector's transform): (N, C, H, W) as torch convention has it
-        return Layout("nchw", tuple(shape[2:]), reason=f"(N, C, H, W) by convention: {shape[1]} channels on a "
-                                                        f"{shape[2]}×{shape[3]} grid")
     raise InputError(
         f"{layer} outputs {list(shape)}, which is no spatial layout camlens can find for a "
         f"{list(input_shape)} input ((N, C, H, W), channels-last (N, H, W, C), tokens (N, P + h·w, C), "
@@ -294,6 +289,11 @@ def _forced(kind: str, shape: tuple[int, ...], input_shape: tuple[int, ...], pat
     tokens = shape[1]
     if patch_grid is not None:
         grids = list(_token_grids(patch_grid))
+        fits = [(h, w, tokens - h * w) for i, (h, w) in enumerate(grids)
+                if 0 <= tokens - h * w <= (MAX_PREFIX if i == 0 else 0)]
+        if len(fits) == 1:
+            h, w, prefix = fits[0]
+            return Layout("tokens", (h, w), prefix=prefix, reason=f"layout='tokens' given by the caller: {prefix} prefix + {h}×{w}")
     elif len(input_shape) == 4:  # no patch embedding found: square-ish grids that leave a small prefix
         H, W = input_shape[2:]
         grids = []
