@@ -24,6 +24,7 @@ from .core.rewrite import FinetuneHistory, FullyConvolutional, GapLinearModel, f
 from .io.images import imagenet_classes, load_image, preprocess, sample_images
 from .io.models import LoadedModel, load_model
 from .viz.overlay import apply_colormap, overlay, plot_explanation, save_figure, save_image
+from .viz.signals import draw_detections, plot_signal
 from .core.hooks import Captured, Hook, Hooks, capture, get_module
 from .core.layers import ModelDescription, describe, find_target_layer
 from .core.trace import trace_model
@@ -47,7 +48,7 @@ __all__ = [
     "get_method", "list_methods", "register_method", "GRADIENT_METHODS", "Scorer",
     "finalize_maps", "normalize_maps", "upsample_maps",
     "imagenet_classes", "load_image", "preprocess", "sample_images", "LoadedModel", "load_model",
-    "apply_colormap", "overlay", "plot_explanation", "save_figure", "save_image",
+    "apply_colormap", "overlay", "plot_explanation", "save_figure", "save_image", "plot_signal", "draw_detections",
     "ActivationStats", "LayerStats",
     "__version__",
 ]

@@ -28,7 +28,7 @@ from ..core.trace import model_dtype
 from ..core.wrappers import unwrap_layer_name, unwrap_model
 from ._outputs import select_output
 from ._scoring import Scorer
-from .targets import ClassScore, as_target, resolve_classes
+from .targets import ClassScore, FunctionTarget, as_target, resolve_classes
 from ..core.errors import HeadError, InputError, LayerNotExecutedError, MultipleCallsError
 from ..core.heads import HeadRecorder
 from ..core.hooks import _not_run_message, capture, first_tensor, get_module, module_name, parse_layer_name
@@ -284,8 +284,15 @@ def _forward(model: nn.Module, inputs: torch.Tensor, layers: list[str], with_gra
         activations.append(acts)
         layouts.append(layout_for(acts, tuple(inputs.shape), patch.grid, request.layout, request.reshape,
                                   f"target layer {layer!r}", _channels_last_hint(model, layer, acts)))
-    bound = request.target.bind(select_output(output, request.output), recorder, request.score)
+    bound = request.target.bind(_pick(output, request), recorder, request.score)
     return bound, output, activations, layouts, recorder
+
+
+def _pick(output: Any, request: _Request) -> Any:
+    """The output the target reads: ``output=``'s pick; a callable target gets the whole output."""
+    if request.output is None and isinstance(request.target, FunctionTarget):
+        return output
+    return select_output(output, request.output)
 
 
 def _channels_last_hint(model: nn.Module, layer: str, acts: torch.Tensor) -> bool | None:
@@ -348,7 +355,7 @@ def _scorer(model, inputs, layer, bound, layout, original, activations, gradient
     return Scorer(
         model, inputs, bound.labels, bound.scores.detach(), layer, batch_size=batch_size, progress=progress,
         gradient_fn=gradient_fn, importance_fn=importance_fn, score=request.score,
-        select=lambda output, recorder, index: bound.rows(select_output(output, request.output), index, recorder),
+        select=lambda output, recorder, index: bound.rows(_pick(output, request), index, recorder),
         layout=layout, original=original,
     )
 
@@ -389,7 +396,7 @@ def _explain(model, inputs, methods, layers, request, fuse, batch_size, progress
             raise InputError(f"methods {[m.name for m in methods]} explain class scores only; use a gradient method "
                              f"for target={request.target!r}")
         if "class_weights" in needs:
-            verdict = recorder.verdict(layer, grid, select_output(output, request.output), parse_layer_name(layer)[1])
+            verdict = recorder.verdict(layer, grid, _pick(output, request), parse_layer_name(layer)[1])
             if not verdict.exact:
                 raise HeadError(f"method 'cam' needs a global-average-pool + linear head; this model's head is {verdict.reason}")
             if request.score == "output" and verdict.output != "scores":

@@ -325,15 +325,14 @@ class BoxScore(Target):
             labels.append(row_l)
             boxes.append(torch.stack(row_b))
 
-        def rows(out, i, rec=None):
+        def batch(out, rec=None):  # row r: the detections of that row's own forward
             return torch.stack([torch.stack([self._score(d, k) for k in range(len(self.boxes))]) for d in _detections(out)])
 
-        batch = rows
         with torch.enable_grad():
             scores = batch(dets)
         what = "score + IoU" if self.with_iou else "score"
-        return Bound(scores, torch.tensor(labels), f"detection {what} of the best match of each box", rows,
-                     lambda out, rec=None: batch(out), boxes=torch.stack(boxes))
+        return Bound(scores, torch.tensor(labels), f"detection {what} of the best match of each box",
+                     lambda out, i, rec=None: batch(out), batch, boxes=torch.stack(boxes))
 
 
 class Detections(Target):
@@ -358,7 +357,7 @@ class Detections(Target):
         det = dets[0]
         keep = (det["scores"].detach() >= self.score).nonzero().flatten()
         if len(keep) == 0:
-            best = float(det["scores"].max()) if len(det["scores"]) else None
+            best = float(det["scores"].detach().max()) if len(det["scores"]) else None
             have = f"the best scores {best:.3f}" if best is not None else "the model found no detection at all"
             raise InputError(f"no detection scores >= {self.score} ({have}); lower score=")
         boxes, labels = det["boxes"][keep].detach(), det["labels"][keep]
