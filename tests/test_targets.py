@@ -313,3 +313,30 @@ def test_volumes_maps():
     want = (torch.softmax(scores, 0)[:, None, None, None] * a).sum(0)
     assert torch.allclose(e["scorecam"].raw[0, 0], want, atol=1e-5)
     assert e["gradcampp"].maps.shape == (1, 1, 8, 12, 12)
+
+
+# -- the CLI ------------------------------------------------------------------------------------
+def test_cli_detection_and_segmentation(tmp_path, detector, capsys):
+    from PIL import Image
+
+    from camlens.cli import main
+
+    image = tmp_path / "cat.png"
+    camlens.sample_images()["chelsea"].resize((160, 120)).save(image)
+    weights = tmp_path / "detector.pt"
+    torch.save(detector.state_dict(), weights)
+    out = tmp_path / "det"
+    arch = ["--model", str(weights), "--arch", "fasterrcnn_mobilenet_v3_large_320_fpn"]
+    assert main(["explain", str(image), *arch, "--score", "0.6", "--out", str(out)]) == 0  # --task detected
+    printed = capsys.readouterr().out
+    assert "Detections(score=0.6)" in printed and "backbone.body.16" in printed
+    files = sorted(out.glob("cat_gradcam_det*.png"))
+    assert files and Image.open(files[0]).size == (160, 120)
+    # the box is drawn: the overlay differs from a plain overlay along its edges
+    assert main(["explain", str(image), *arch, "--box", "0,0,159,119", "--out", str(tmp_path / "box")]) in (0, 2)
+    assert main(["explain", str(image), *arch, "--task", "detection", "--score", "0.999", "--out", str(out)]) == 2
+    assert "no detection scores >= 0.999" in capsys.readouterr().err
+    seg = tmp_path / "seg"
+    assert main(["explain", str(image), "--model", "lraspp_mobilenet_v3_large", "--target-class", "3", "--out", str(seg)]) in (0, 2)
+    assert main(["explain", str(image), "--model", "lraspp_mobilenet_v3_large", "--out", str(seg)]) == 0
+    assert "SegmentationMask(" in capsys.readouterr().out and list(seg.glob("cat_gradcam_*.png"))

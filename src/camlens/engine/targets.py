@@ -359,7 +359,7 @@ class Detections(Target):
         if len(keep) == 0:
             best = float(det["scores"].detach().max()) if len(det["scores"]) else None
             have = f"the best scores {best:.3f}" if best is not None else "the model found no detection at all"
-            raise InputError(f"no detection scores >= {self.score} ({have}); lower score=")
+            raise InputError(f"no detection scores >= {self.score} ({have}); lower score= (CLI: --score)")
         boxes, labels = det["boxes"][keep].detach(), det["labels"][keep]
         matcher = BoxScore(boxes.cpu(), label=labels.tolist(), iou=self.iou)
 
