@@ -16,14 +16,27 @@ import torch
 from torch import nn
 
 from .heads import HeadVerdict, verdict_from_trace
+from .layouts import Layout
 from .trace import LayerCall, ModelTrace, calls_after, pick_target, trace_model
 
 __all__ = ["find_target_layer", "describe", "ModelDescription"]
 
 def _explain_pick(trace: ModelTrace, target: LayerCall, group: list[LayerCall]) -> str:
-    c, h, w = target.shape[1:]
-    stride = f", stride {target.stride:g}" if target.stride else ""
-    reason = f"{target.key!r} ({target.type}) gives the last spatial feature map, {c}×{h}×{w}{stride}"
+    layout = target.layout
+    if layout.kind == "tokens":
+        reason = (f"{target.key!r} ({target.type}) is the last block's first norm: the tokens that enter the "
+                  f"last attention, read as {layout.reason}; after that attention only the class token "
+                  "reaches a class-token head, so later layers' patch tokens get no gradient")
+    elif layout.kind == "nhwc":
+        reason = f"{target.key!r} ({target.type}) is the last stage's output, {layout.reason}"
+    elif layout.kind == "nchw":
+        c, h, w = target.shape[1:]
+        stride = f", stride {target.stride:g}" if target.stride else ""
+        reason = f"{target.key!r} ({target.type}) gives the last spatial feature map, {c}×{h}×{w}{stride}"
+    else:
+        reason = f"{target.key!r} ({target.type}) gives the last feature map, {layout.reason}"
+    if target.name.startswith("backbone."):
+        reason += "; the model has a backbone (detector or segmenter): its last feature map is explained"
     if target.calls > 1:
         reason += f"; the module runs {target.calls} times per forward, this is call {target.call}"
     after = calls_after(trace, group)
@@ -73,16 +86,23 @@ class ModelDescription:
     reason: str
     head: HeadVerdict
     output_shape: tuple[int, ...]
+    layout: Layout | None = None  # the target's layout
+
+    @property
+    def layouts(self) -> dict[str, str]:
+        """Each call's layout (``"nchw 7×7"``, ``"tokens (1 prefix + 14×14)"``, ``"ambiguous"``) by name."""
+        return {c.key: str(c.layout) if c.layout is not None else ("ambiguous" if c.ambiguous else "-") for c in self.calls}
 
     def __str__(self) -> str:
-        rows = [("layer", "type", "output shape", "stride", "params", "")]
+        rows = [("layer", "type", "output shape", "stride", "params", "layout", "")]
         for call in sorted(self.calls, key=lambda r: r.start):
             indent = "  " * (call.depth - 1)
             shape = "×".join(str(s) for s in call.shape[1:]) if call.shape else "-"
             stride = f"{call.stride:g}" if call.stride else ""
             mark = "<- target" if call.key == self.target else ""
-            rows.append((indent + call.key, call.type, shape, stride, f"{call.params:,}", mark))
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+            layout = str(call.layout) if call.layout is not None else ("ambiguous" if call.ambiguous else "")
+            rows.append((indent + call.key, call.type, shape, stride, f"{call.params:,}", layout, mark))
+        widths = [max(len(r[i]) for r in rows) for i in range(6)]
         lines = [
             f"{self.model_name} on a {'×'.join(map(str, self.input_size))} input "
             f"-> output {list(self.output_shape)}",
@@ -91,7 +111,7 @@ class ModelDescription:
         ]
         for row in rows:
             cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].rjust(widths[2]),
-                     row[3].rjust(widths[3]), row[4].rjust(widths[4]), row[5]]
+                     row[3].rjust(widths[3]), row[4].rjust(widths[4]), row[5].ljust(widths[5]), row[6]]
             lines.append("  ".join(cells).rstrip())
         lines += ["", f"target layer: {self.reason}.", f"head: {self.head.reason}"]
         return "\n".join(lines)
@@ -109,9 +129,9 @@ def describe(model: nn.Module, input_size: tuple[int, ...] = (3, 224, 224)) -> M
     trace = trace_model(model, input_size)
     target, group = pick_target(trace)
     after = calls_after(trace, group)
-    head = verdict_from_trace(target.key, target._value, trace.output, after)
+    head = verdict_from_trace(target.key, target.layout.to_grid(target._value), trace.output, after)
     return ModelDescription(
         model_name=type(model).__name__, input_size=tuple(input_size), calls=trace.calls,
         target=target.key, reason=_explain_pick(trace, target, group), head=head,
-        output_shape=tuple(trace.output.shape),
+        output_shape=tuple(trace.output.shape), layout=target.layout,
     )

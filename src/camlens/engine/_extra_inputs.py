@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..core.errors import LayerNotExecutedError
+from ..core.errors import InputError, LayerNotExecutedError
 from ..core.heads import HeadRecorder
 from ..core.modes import evaluation_mode
 from ._outputs import logits_of
@@ -98,7 +98,17 @@ def graph_inputs(needs: set[str], logits: torch.Tensor, class_index: torch.Tenso
     if "hessian_products" in needs:
         with torch.enable_grad():
             scores = logits.gather(1, class_index)
-        available["hessian_products"] = hessian_products(scores, activations)
+        try:
+            available["hessian_products"] = hessian_products(scores, activations)
+        except RuntimeError as error:
+            if "not implemented" not in str(error):
+                raise
+            first = str(error).splitlines()[0]
+            raise InputError(
+                f"Shapley-CAM needs second derivatives of the layers after the target, and torch has none "
+                f"for one of them ({first}); fused attention kernels are the usual case. Pick a target layer "
+                "after the attention, or use a first-order method such as 'gradcam'"
+            ) from None
     return available
 
 

@@ -77,10 +77,16 @@ class Scorer:
     """Scores of the explained classes for modified inputs or target-layer activations.
 
     Attributes:
-        inputs: (N, C, H, W) the explained inputs.
-        classes: (N, K) the explained class indices.
+        inputs: (N, C, H, W) the explained inputs, as the methods see them: (N, C, 1, L) for
+            signals, (N, C, T·H, W) for volumes (``score_inputs`` puts them back in shape).
+        classes: (N, K) the explained class indices (labels of the target).
         scores: (N, K) their scores on the unmodified inputs.
         layer: the target layer's name.
+
+    ``select(output, recorder, index)`` (from :mod:`camlens.engine.targets`) reads the
+    explained scores of image ``index`` from a re-run; ``layout``
+    (:class:`camlens.core.layouts.Layout`) puts modified (N, C, h, w) activations back into
+    the layer's own layout (tokens, channels-last), its prefix tokens taken from ``original``.
     """
 
     def __init__(
@@ -96,8 +102,14 @@ class Scorer:
         gradient_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
         importance_fn: Callable[[], torch.Tensor] | None = None,
         score: str = "logits",
+        select: Callable | None = None,
+        layout=None,
+        original: torch.Tensor | None = None,
     ) -> None:
-        self.model, self.inputs, self.classes, self.scores, self.layer = model, inputs, classes, scores, layer
+        self.model, self.classes, self.scores, self.layer = model, classes, scores, layer
+        self._inputs = inputs  # as the model takes them
+        self.inputs = _grid_view(inputs)
+        self._target_select, self.layout, self._original = select, layout, original
         self.batch_size, self.progress, self.score = batch_size, progress, score
         self._gradient_fn, self._importance_fn = gradient_fn, importance_fn
         self._importance: torch.Tensor | None = None
@@ -118,6 +130,7 @@ class Scorer:
 
         def run(sl: slice) -> torch.Tensor:
             x = make(sl)
+            x = x.reshape(x.shape[0], *self._inputs.shape[1:])
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             return self._select(model, x, index)
@@ -136,7 +149,12 @@ class Scorer:
         base, call = parse_layer_name(self.layer)
         model = self.model  # hooks go on the target module: run the model as built
         module = get_module(model, base)
-        image = self.inputs[index : index + 1]
+        image = self._inputs[index : index + 1]
+        if self.layout is not None and self.layout.kind != "nchw":
+            grid_make, original = make, self._original
+
+            def make(sl: slice) -> torch.Tensor:  # back into the layer's own layout
+                return self.layout.from_grid(grid_make(sl), original[index : index + 1])
         if call is not None and call < 0:  # "name:-1": count the calls once, so only that call is replaced
             counter = _Replace(None)
             counter.value = None
@@ -195,7 +213,7 @@ class Scorer:
                     self._split = Downstream(self.model, module, call)
                 if self._split is False:
                     return None
-                downstream = self._split.cache(self.inputs[index : index + 1])
+                downstream = self._split.cache(self._inputs[index : index + 1])
                 got = self._select(self.model, probe, index, run=downstream).float()
             except Exception:  # untraceable, or the split part fails: hooks do the work
                 if self._split is None:
@@ -205,6 +223,24 @@ class Scorer:
         if got.shape == want.shape and torch.allclose(got, want, rtol=1e-4, atol=1e-4 * max(want.abs().max().item(), 1e-12)):
             return downstream
         return None
+
+    def masks(self, low: torch.Tensor) -> torch.Tensor:
+        """Score-CAM masks at the input's resolution, min-max normalised: (1, M, h, w) -> (M, H, W).
+
+        Images bilinear; signals linear; volumes trilinear (returned as (M, T·H, W), the
+        shape of :attr:`inputs`).
+        """
+        from ..methods.scorecam import masks_from_activations
+
+        if self.layout is None or self.layout.kind != "ncthw":
+            return masks_from_activations(low, tuple(self.inputs.shape[-2:]))[0]
+        from ..core.layouts import finalize_natural
+
+        volumes = low.reshape(low.shape[1], 1, *self.layout.grid).float()
+        # normalise as the image masks are: min-max of the upsampled map (no ReLU before)
+        low_min = volumes.flatten(1).amin(1).view(-1, 1, 1, 1, 1)
+        up = finalize_natural(volumes - low_min, tuple(self._inputs.shape[2:]))
+        return up.reshape(up.shape[0], -1, self._inputs.shape[-1])
 
     def gradients(self, inputs: torch.Tensor) -> torch.Tensor:
         """(N, K, C, h, w) gradients of the explained classes at the target layer for ``inputs``."""
@@ -231,14 +267,16 @@ class Scorer:
         from ..core.heads import HeadRecorder
 
         with HeadRecorder(model) as recorder:
-            output = logits_of((run or model)(x))
-        logits, _ = recorder.scores(output, self.score)
+            output = (run or model)(x)
+        if self._target_select is not None:
+            return self._target_select(output, recorder, index)
+        logits, _ = recorder.scores(logits_of(output), self.score)
         return logits[:, self.classes[index]]
 
     def _chunk(self, per_sample: int, cap: int, count: int) -> int:
         if self.batch_size is not None:
             return max(1, int(self.batch_size))
-        fit = int(available_memory(self.inputs.device) * 0.25 // max(per_sample, 1))
+        fit = int(available_memory(self._inputs.device) * 0.25 // max(per_sample, 1))
         return max(1, min(cap, fit, max(count, 1)))
 
     def _runner(self, count: int) -> tuple[nn.Module, bool]:
@@ -246,7 +284,7 @@ class Scorer:
         if self._fast is None and count >= _CHANNELS_LAST_MIN and self.inputs.device.type == "cpu":
             self._fast = self.model
             if any(isinstance(m, nn.Conv2d) for m in self.model.modules()):
-                self._fast, self.fast_model = _fast_copy(self.model, self.inputs[:1], self._select)
+                self._fast, self.fast_model = _fast_copy(self.model, self._inputs[:1], self._select)
         if self._fast is not None and self._fast is not self.model:
             return self._fast, True
         return self.model, False
@@ -273,6 +311,16 @@ class Scorer:
         if not outs:
             return torch.zeros(0, self.classes.shape[1], device=self.inputs.device)
         return torch.cat(outs).clone()  # out of inference mode
+
+
+def _grid_view(inputs: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) as is; (N, C, L) -> (N, C, 1, L); (N, C, T, H, W) -> (N, C, T·H, W)."""
+    if inputs.dim() == 3:
+        return inputs.unsqueeze(2)
+    if inputs.dim() == 5:
+        n, c, t, h, w = inputs.shape
+        return inputs.reshape(n, c, t * h, w)
+    return inputs
 
 
 def _fast_copy(model: nn.Module, example: torch.Tensor, select: Callable) -> tuple[nn.Module, str]:

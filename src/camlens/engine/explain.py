@@ -29,9 +29,13 @@ from torch import nn
 from ..core.locks import model_lock
 from ..core.modes import evaluation_mode
 from . import _validate
-from ._outputs import logits_of
-from ._scoring import Scorer
+from ..core.layouts import Layout, finalize_natural, layout_for, patch_embedding
+from ..core.trace import model_dtype
+from ..core.wrappers import unwrap_layer_name, unwrap_model
 from ._extra_inputs import GRAPH_INPUTS, PASS_INPUTS, graph_inputs, keeps_graph, pass_inputs
+from ._outputs import select_output
+from ._scoring import Scorer
+from .targets import ClassScore, FunctionTarget, as_target, resolve_classes
 from ..core.errors import HeadError, InputError, LayerNotExecutedError, MultipleCallsError, model_call
 from ..core.heads import HeadRecorder
 from ..core.hooks import _not_run_message, capture, first_tensor, get_module, module_name, parse_layer_name
@@ -39,7 +43,7 @@ from ..core.layers import find_target_layer
 from ..methods import get_method
 from ..core.postprocess import finalize_maps, normalize_maps, upsample_maps
 
-__all__ = ["Explanation", "explain", "resolve_classes"]
+__all__ = ["Explanation", "explain", "explain_detections", "resolve_classes"]
 
 
 @dataclass
@@ -57,7 +61,14 @@ class Explanation:
             the pre-softmax scores when the model ends in a LogSoftmax/Softmax/Sigmoid module
             (see ``score_source``).
         score_source: what ``scores`` and ``logits`` are: ``"model output"``, or the
-            pre-softmax logits and the module they feed (``explain(..., score=...)``).
+            pre-softmax logits and the module they feed (``explain(..., score=...)``); for
+            other targets what the target computes.
+        target: the target explained (``ClassScore(None)``, ``SegmentationMask(3)``, ...).
+        layout: the target layer's layout (``"nchw 7×7"``, ``"tokens (1 prefix + 14×14)"``).
+        boxes: (N, K, 4) detection targets only: the explained detections' boxes.
+
+    ``maps`` are (N, K, L) for 1-D signals and (N, K, T, H, W) for volumes (``raw`` likewise
+    at the layer's resolution).
     """
 
     maps: torch.Tensor
@@ -68,65 +79,15 @@ class Explanation:
     method: str
     logits: torch.Tensor | None = None
     score_source: str = "model output"
+    target: str = "ClassScore(None)"
+    layout: str = ""
+    boxes: torch.Tensor | None = None
 
     def __repr__(self) -> str:
-        n, k, h, w = self.maps.shape
         return (
             f"Explanation(method={self.method!r}, target_layer={self.target_layer!r}, "
-            f"maps=({n}, {k}, {h}, {w}), raw={tuple(self.raw.shape)}, classes={self.classes.tolist()})"
+            f"maps={tuple(self.maps.shape)}, raw={tuple(self.raw.shape)}, classes={self.classes.tolist()})"
         )
-
-
-def resolve_classes(classes: Any, logits: torch.Tensor) -> torch.Tensor:
-    """Turn a ``classes`` argument into an (N, K) long tensor of class indices.
-
-    ``None``: top-1 per image. ``int``: that class for every image. ``list``/``tuple`` of
-    ints: those K classes for every image. ``"top5"`` (any k): the k best per image.
-    Tensor: 0-d like an int, 1-d of length N one class per image, 2-d (N, K) as given.
-    """
-    n, num_classes = logits.shape
-    if hasattr(classes, "__array__") and not isinstance(classes, torch.Tensor):  # numpy arrays and scalars
-        classes = torch.as_tensor(classes)
-    if classes is None:
-        result = logits.argmax(dim=1, keepdim=True)
-    elif isinstance(classes, str):
-        text = classes.lower().replace("-", "").replace("_", "")
-        if not text.startswith("top") or not text[3:].isdigit() or int(text[3:]) < 1:
-            raise InputError(f"classes={classes!r} is not understood; use e.g. 'top1' or 'top5', an int or a list")
-        k = int(text[3:])
-        if k > num_classes:
-            raise InputError(f"classes={classes!r} asks for {k} classes but the model outputs {num_classes}")
-        result = logits.topk(k, dim=1).indices
-    elif isinstance(classes, torch.Tensor):
-        _validate.check_class_tensor(classes)
-        result = classes.to(logits.device).long()
-        if result.dim() == 0:
-            result = result.expand(n).unsqueeze(1)
-        elif result.dim() == 1:
-            if result.shape[0] != n:
-                raise InputError(
-                    f"a 1-d classes tensor gives one class per image: expected {n} entries, got "
-                    f"{result.shape[0]}; for several classes per image pass an (N, K) tensor or a list"
-                )
-            result = result.unsqueeze(1)
-        elif result.dim() != 2 or result.shape[0] != n:
-            raise InputError(f"classes tensor must be (N, K) with N={n}, got {tuple(result.shape)}")
-    elif isinstance(classes, (float, bool)):
-        raise _validate.ArgumentTypeError(f"classes={classes!r} is not a class index; pass an int, a list of ints, 'top5' or None")
-    elif isinstance(classes, (int, list, tuple)):
-        values = [classes] if isinstance(classes, int) else [_validate.class_index(v) for v in classes]
-        if not values:
-            raise InputError("classes is an empty list; give at least one class index (or None for the top-1)")
-        result = torch.tensor(values, device=logits.device).expand(n, len(values))
-    else:
-        raise InputError(f"classes of type {type(classes).__name__} is not understood; use None, an int, a list, 'top5' or a tensor")
-    bad = (result < 0) | (result >= num_classes)
-    if bad.any():
-        raise InputError(
-            f"class {int(result[bad][0])} is out of range: the model outputs {num_classes} classes "
-            f"(0..{num_classes - 1})"
-        )
-    return result
 
 
 class _TargetTap:
@@ -205,9 +166,14 @@ def _check_inputs(model: nn.Module, inputs: Any) -> None:
         )
     if not isinstance(inputs, torch.Tensor):
         raise InputError(f"inputs must be a float tensor (N, C, H, W), not {type(inputs).__name__}")
-    if inputs.dim() != 4:
+    signal = inputs.dim() == 3 and any(isinstance(m, nn.Conv1d) for m in model.modules()) and not any(
+        isinstance(m, nn.Conv2d) for m in model.modules())
+    if inputs.dim() not in (4, 5) and not signal:
         hint = " (add a batch dimension: x.unsqueeze(0))" if inputs.dim() == 3 else ""
-        raise InputError(f"inputs must be (N, C, H, W), got shape {tuple(inputs.shape)}{hint}")
+        raise InputError(
+            f"inputs must be (N, C, H, W) images, (N, C, L) signals (for a model with Conv1d layers) or "
+            f"(N, C, T, H, W) volumes, got shape {tuple(inputs.shape)}{hint}"
+        )
     if not inputs.is_floating_point():
         raise InputError(f"inputs must be floating point (normalised images), got {inputs.dtype}")
     param = next(iter(model.parameters()), None)
@@ -273,25 +239,51 @@ def _resolve_layers(model: nn.Module, inputs: torch.Tensor, target_layer: Any) -
         elif isinstance(item, nn.Module):
             layers.append(module_name(model, item))
         else:
-            layers.append(str(item))
+            layers.append(unwrap_layer_name(model, str(item)))
     return layers
 
 
-def _forward(model: nn.Module, inputs: torch.Tensor, layers: list[str], with_grad: bool, score: str = "logits",
+@dataclass(frozen=True)
+class _Request:
+    """What one explain call asks for beyond methods and layers."""
+
+    target: Any  # a camlens.targets.Target
+    output: Any = None  # output= key
+    layout: str | None = None
+    reshape: Any = None
+    score: str = "logits"
+
+
+class _PatchGrid:
+    """Forward hook on the patch embedding: the (h, w) grid it outputs in this forward."""
+
+    def __init__(self) -> None:
+        self.grid: tuple[int, int] | None = None
+
+    def __call__(self, module, args, output) -> None:
+        if self.grid is None and isinstance(output, torch.Tensor) and output.dim() == 4:
+            self.grid = tuple(output.shape[2:])
+
+
+def _forward(model: nn.Module, inputs: torch.Tensor, layers: list[str], with_grad: bool, request: _Request,
              ops: bool = False):
     """One forward (no grad before the first target layer) with a tap on every target layer.
 
-    Returns the model's output, the scores to explain (pre-softmax when the model ends in a
-    LogSoftmax/Softmax/Sigmoid module, see :class:`HeadRecorder`), what they are, the
-    activations of each layer and the head recorder (for CAM's verdict).
+    Returns the bound target (its scores: pre-softmax for class scores when the model ends in
+    a LogSoftmax/Softmax/Sigmoid module, see :class:`HeadRecorder`), the model's output, the
+    activations of each layer (as the layer returned them), their layouts and the head recorder.
     """
     taps, handles = [], []
     recorder = None
+    patch = _PatchGrid()
     try:
         for layer in layers:
             base, call = parse_layer_name(layer)
             taps.append(_TargetTap(call, with_grad))
             handles.append(get_module(model, base).register_forward_hook(taps[-1]))
+        embedding = patch_embedding(model)
+        if embedding is not None:
+            handles.append(embedding[1].register_forward_hook(patch))
         recorder = HeadRecorder(model, get_module(model, parse_layer_name(layers[0])[0]), ops=ops)
         with evaluation_mode(model), torch.no_grad(), model_call(model, inputs):
             output = model(inputs)
@@ -300,15 +292,35 @@ def _forward(model: nn.Module, inputs: torch.Tensor, layers: list[str], with_gra
             handle.remove()
         if recorder is not None:
             recorder.remove()
-    output = logits_of(output)
-    logits, score_source = recorder.scores(output, score)
-    activations = []
+    activations, layouts = [], []
     for layer, tap in zip(layers, taps):
         if tap.calls == 0:
             base, _ = parse_layer_name(layer)
             raise LayerNotExecutedError(_not_run_message(f"Target layer {base!r}", _modules_that_ran(model, inputs)))
-        activations.append(tap.activations(layer))
-    return output, logits, score_source, activations, recorder
+        acts = tap.activations(layer)
+        if acts.dim() < 3:  # (N, F): no layout can make a grid of it; name the nearest layer that has one
+            _validate.check_grid(model, inputs, layer, acts, False)
+        activations.append(acts)
+        layouts.append(layout_for(acts, tuple(inputs.shape), patch.grid, request.layout, request.reshape,
+                                  f"target layer {layer!r}", _channels_last_hint(model, layer, acts)))
+    bound = request.target.bind(_pick(output, request), recorder, request.score)
+    return bound, output, activations, layouts, recorder
+
+
+def _pick(output: Any, request: _Request) -> Any:
+    """The output the target reads: ``output=``'s pick; a callable target gets the whole output."""
+    if request.output is None and isinstance(request.target, FunctionTarget):
+        return output
+    return select_output(output, request.output)
+
+
+def _channels_last_hint(model: nn.Module, layer: str, acts: torch.Tensor) -> bool | None:
+    module = get_module(model, parse_layer_name(layer)[0])
+    if isinstance(module, nn.LayerNorm):
+        return tuple(module.normalized_shape) == tuple(acts.shape[-1:])
+    if isinstance(module, (nn.Conv2d, nn.BatchNorm2d)) or not any(isinstance(m, nn.LayerNorm) for m in model.modules()):
+        return False  # a conv/BatchNorm output, or a model without LayerNorm: no channels-last tensors
+    return None
 
 
 _INPUTS = ("activations", "gradients", "class_weights", "score_maps", "scorer") + GRAPH_INPUTS + PASS_INPUTS
@@ -345,59 +357,94 @@ def _fuse(maps: list[torch.Tensor], how: str) -> torch.Tensor:
     return stacked.mean(dim=0) if how == "mean" else stacked.amax(dim=0)
 
 
-def _scorer(model, inputs, layer, class_index, scores, activations, gradients, batch_size, progress, score) -> Scorer:
+def _scorer(model, inputs, layer, bound, layout, original, activations, gradients, batch_size, progress,
+            request) -> Scorer:
     def gradient_fn(x: torch.Tensor) -> torch.Tensor:
-        _, logits, _, (acts,), _ = _forward(model, x, [layer], with_grad=True, score=score)
+        x = x.reshape(x.shape[0], *inputs.shape[1:])
+        b, _, (acts,), (lay,), _ = _forward(model, x, [layer], True, _Request(_Rebound(bound), request.output,
+                                                                                 request.layout, request.reshape,
+                                                                                 request.score))
         with torch.enable_grad():
-            return _gradients(logits.gather(1, class_index), [acts])[0]
+            return lay.gradients_to_grid(_gradients(b.scores, [acts])[0]).float()
 
     def importance_fn() -> torch.Tensor:
         grad = gradients if gradients is not None else gradient_fn(inputs)
         return grad.mean(dim=(3, 4)).clamp_min(0) * activations.mean(dim=(2, 3)).unsqueeze(1)
 
     return Scorer(
-        model, inputs, class_index, scores.detach(), layer, batch_size=batch_size, progress=progress,
-        gradient_fn=gradient_fn, importance_fn=importance_fn, score=score,
+        model, inputs, bound.labels, bound.scores.detach(), layer, batch_size=batch_size, progress=progress,
+        gradient_fn=gradient_fn, importance_fn=importance_fn, score=request.score,
+        select=lambda output, recorder, index: bound.rows(_pick(output, request), index, recorder),
+        layout=layout, original=original,
     )
 
 
-def _explain(model, inputs, methods, layers, classes, fuse, batch_size, progress, options, score, fcmap_scale,
+class _Rebound:
+    """A bound target re-read on another forward of the same N images (SmoothGrad's noisy copies)."""
+
+    def __init__(self, bound) -> None:
+        self.bound = bound
+
+    def bind(self, output, recorder=None, score="logits"):
+        from dataclasses import replace
+
+        with torch.enable_grad():
+            return replace(self.bound, scores=self.bound.batch(output, recorder))
+
+
+def _explain(model, inputs, methods, layers, request, fuse, batch_size, progress, options, fcmap_scale,
              allow_1x1=False) -> dict[str, Explanation]:
     """One forward (and one backward for all gradient methods and classes) for every layer."""
     needs = {need for m in methods for need in m.needs}
     graph = keeps_graph(needs)  # Shapley-CAM, Finer-CAM: more backwards through the head (_extra_inputs)
-    output, logits, score_source, activations, recorder = _forward(
-        model, inputs, layers, "gradients" in needs or graph, score, ops="class_weights" in needs
+    bound, output, activations, layouts, recorder = _forward(
+        model, inputs, layers, "gradients" in needs or graph, request, ops="class_weights" in needs
     )
+    scores, class_index = bound.scores, bound.labels
+    if scores.dim() != 2 or scores.shape[0] != inputs.shape[0]:
+        raise InputError(f"the target gave scores of shape {list(scores.shape)}; expected (N={inputs.shape[0]}, K)")
     _validate.check_finite(
-        logits.detach(), "the model's output (the class scores)",
+        scores.detach(), "the model's output (the explained scores)",
         "the input is finite, so the model produced it (check its weights, dtype and normalisation)",
     )
-    for layer, acts in zip(layers, activations):
-        _validate.check_grid(model, inputs, layer, acts, allow_1x1)
-    class_index = resolve_classes(classes, logits.detach())
-    with torch.enable_grad():  # the user may call explain under torch.no_grad()
-        scores = logits.gather(1, class_index)
+    is_class = isinstance(request.target, ClassScore)
+    extra = needs & set(GRAPH_INPUTS + PASS_INPUTS)
+    if extra and (not is_class or bound.graph_logits is None):
+        raise InputError(f"methods {[m.name for m in methods]} explain class scores only; use a gradient method "
+                         f"for target={request.target!r}")
     gradients = _gradients(scores, activations, graph) if "gradients" in needs else [None] * len(layers)
-    full_pass = pass_inputs(needs, model, inputs, class_index, score)  # FullGrad, guided: (_extra_inputs)
-    k = class_index.shape[1]
+    full_pass = pass_inputs(needs, model, inputs, class_index, request.score) if extra else {}
+    k = scores.shape[1]
     raws: dict[str, list[torch.Tensor]] = {m.name: [] for m in methods}
-    for layer, acts, grads in zip(layers, activations, gradients):
-        available: dict[str, Any] = {"activations": acts.detach(), **full_pass,
-                                     **graph_inputs(needs, logits, class_index, acts)}
+    for layer, acts, lay, grads in zip(layers, activations, layouts, gradients):
+        grid = lay.to_grid(acts.detach()).float()
+        if grid.dim() == 4:
+            _validate.check_grid(model, inputs, layer, grid, allow_1x1)
+        available: dict[str, Any] = {"activations": grid, **full_pass}
+        if extra:  # gradients w.r.t. the layer's own output, put on the grid like `gradients`
+            graph = graph_inputs(needs, bound.graph_logits, class_index, acts)
+            if "hessian_products" in graph:
+                graph["hessian_products"] = lay.gradients_to_grid(graph["hessian_products"]).float()
+            if "logit_gradients" in graph:
+                per_layer = graph["logit_gradients"]
+                graph["logit_gradients"] = lambda fn, per_layer=per_layer, lay=lay: lay.gradients_to_grid(per_layer(fn)).float()
+            available.update(graph)
         if grads is not None:
-            available["gradients"] = grads
+            available["gradients"] = lay.gradients_to_grid(grads).float()
+        if ("class_weights" in needs or "score_maps" in needs) and not is_class:
+            raise InputError(f"methods {[m.name for m in methods]} explain class scores only; use a gradient method "
+                             f"for target={request.target!r}")
         if "class_weights" in needs:
-            verdict = recorder.verdict(layer, acts, output, parse_layer_name(layer)[1])
+            verdict = recorder.verdict(layer, grid, _pick(output, request), parse_layer_name(layer)[1])
             if not verdict.exact:
                 raise HeadError(f"method 'cam' needs a global-average-pool + linear head; this model's head is {verdict.reason}")
-            if score == "output" and verdict.output != "scores":
+            if request.score == "output" and verdict.output != "scores":
                 raise HeadError(
                     f"CAM decomposes the pre-softmax score, but score='output' asks for the model's "
                     f"{verdict.output}, which are not linear in the pooled features; use score='logits' "
                     "(the default) or a gradient method such as 'gradcam'"
                 )
-            available["class_weights"] = verdict.weight.detach()[class_index]
+            available["class_weights"] = verdict.weight.detach().float()[class_index]
         if "score_maps" in needs:
             from ..core.rewrite import class_score_maps
 
@@ -405,38 +452,48 @@ def _explain(model, inputs, methods, layers, classes, fuse, batch_size, progress
             available["score_maps"] = dense.gather(1, class_index[:, :, None, None].expand(-1, -1, *dense.shape[2:]))
         if "scorer" in needs:
             available["scorer"] = _scorer(
-                model, inputs, layer, class_index, scores, available["activations"], grads, batch_size, progress, score
+                model, inputs, layer, bound, lay, acts.detach(), available["activations"],
+                available.get("gradients"), batch_size, progress, request,
             )
         for m in methods:
-            raw = m(options, **available).detach()
+            raw = m(options, **available).detach().float()
             _validate.check_finite(
                 raw, f"method {m.name!r}'s map at layer {layer!r}",
                 "the layer's activations or gradients overflow (try another layer, float32, or another method)",
             )
-            raws[m.name].append(raw.expand(-1, k, -1, -1) if raw.shape[1] == 1 and k > 1 else raw)
+            raw = raw.expand(-1, k, -1, -1) if raw.shape[1] == 1 and k > 1 else raw
+            raws[m.name].append(lay.natural(raw))
 
-    size = tuple(inputs.shape[-2:])
+    size = tuple(inputs.shape[2:])
     results = {}
     for m in methods:
         per_layer = raws[m.name]
         if len(per_layer) == 1:
-            raw, maps = per_layer[0], finalize_maps(per_layer[0], size)
+            raw, maps = per_layer[0], finalize_natural(per_layer[0], size)
         else:
-            finest = max((tuple(r.shape[-2:]) for r in per_layer), key=lambda hw: hw[0] * hw[1])
-            maps = normalize_maps(_fuse([finalize_maps(r, size) for r in per_layer], fuse))
-            raw = _fuse([finalize_maps(r, finest) for r in per_layer], fuse)
+            finest = max((tuple(r.shape[2:]) for r in per_layer), key=lambda hw: torch.Size(hw).numel())
+            maps = finalize_natural(_fuse([finalize_natural(r, size) for r in per_layer], fuse), size)
+            raw = _fuse([finalize_natural(r, finest) for r in per_layer], fuse)
         results[m.name] = Explanation(
-            maps=maps, raw=raw, classes=class_index, scores=scores.detach(),
-            target_layer="+".join(layers), method=m.name, logits=logits.detach(), score_source=score_source,
+            maps=maps, raw=raw, classes=class_index, scores=scores.detach().float(),
+            target_layer="+".join(layers), method=m.name,
+            logits=None if bound.logits is None else bound.logits.float(), score_source=bound.source,
+            target=repr(request.target), layout=" + ".join(str(lay) for lay in layouts), boxes=bound.boxes,
         )
     return results
 
 
-def _explain_augmented(model, inputs, methods, layers, classes, augment, *args) -> dict[str, Explanation]:
+def _explain_augmented(model, inputs, methods, layers, request, augment, *args) -> dict[str, Explanation]:
     """Average the maps of flipped/rescaled copies of the inputs, each mapped back first."""
+    if not isinstance(request.target, ClassScore) or inputs.dim() != 4:
+        raise InputError("augment= flips and rescales images explained for class scores; leave it out for other "
+                         "targets and for signals or volumes")
     pairs = _augmentations(augment)
-    plain = _explain(model, inputs, methods, layers, classes, *args)
+    plain = _explain(model, inputs, methods, layers, request, *args)
     class_index = next(iter(plain.values())).classes
+    from dataclasses import replace
+
+    same_classes = replace(request, target=ClassScore(class_index))
     size = tuple(inputs.shape[-2:])
     collected: dict[str, tuple[list, list]] = {name: ([], []) for name in plain}
     for flip, scale in pairs:
@@ -446,7 +503,7 @@ def _explain_augmented(model, inputs, methods, layers, classes, augment, *args) 
             x = inputs.flip(-1) if flip else inputs
             if scale != 1.0:
                 x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
-            results = _explain(model, x, methods, layers, class_index, *args)
+            results = _explain(model, x, methods, layers, same_classes, *args)
         for name, e in results.items():
             maps, raw = (e.maps.flip(-1), e.raw.flip(-1)) if flip else (e.maps, e.raw)
             collected[name][0].append(upsample_maps(maps, size))
@@ -457,6 +514,22 @@ def _explain_augmented(model, inputs, methods, layers, classes, augment, *args) 
     return plain
 
 
+def _prepare(model: Any, inputs: Any) -> tuple[nn.Module, torch.Tensor]:
+    """Unwrap compiled/data-parallel models; stack a list of images; cast inputs to a half model's dtype."""
+    if isinstance(model, nn.Module):
+        model = unwrap_model(model)
+    if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, torch.Tensor) for t in inputs):
+        shapes = {tuple(t.shape) for t in inputs}
+        if len(shapes) != 1:
+            raise InputError(f"a list of images of different sizes ({sorted(shapes)}); explain one image at a time")
+        inputs = torch.stack(list(inputs))
+    if isinstance(model, nn.Module) and isinstance(inputs, torch.Tensor) and inputs.is_floating_point():
+        dtype = model_dtype(model)
+        if dtype in (torch.float16, torch.bfloat16) and inputs.dtype != dtype:
+            inputs = inputs.to(dtype)
+    return model, inputs
+
+
 def explain(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -464,6 +537,10 @@ def explain(
     target_layer: str | nn.Module | list | None = None,
     classes: Any = None,
     *,
+    target: Any = None,
+    output: Any = None,
+    layout: str | None = None,
+    reshape: Any = None,
     fuse: str = "mean",
     augment: Any = None,
     batch_size: int | None = None,
@@ -476,9 +553,14 @@ def explain(
     """Class activation maps of ``model`` for ``inputs``.
 
     Args:
-        model: a CNN classifier returning (N, classes) scores. Its train/eval flags and
-            parameter ``.grad`` are left as found (it is evaluated in eval mode).
-        inputs: (N, C, H, W) float tensor, already normalised, on the model's device.
+        model: a classifier (CNN or transformer), segmenter, detector or any model whose
+            output the ``target`` reads; ``torch.compile``d and ``DataParallel``/``DDP``
+            wrapped models are explained through the module they wrap; float16/bfloat16
+            models run in their dtype (maps are computed in float32). Its train/eval flags
+            and parameter ``.grad`` are left as found (it is evaluated in eval mode).
+        inputs: (N, C, H, W) float tensor, already normalised, on the model's device
+            ((N, C, L) signals and (N, C, T, H, W) volumes too; a list of same-size images
+            for detectors).
         method: a name from :func:`camlens.list_methods` (``"gradcam"``, ``"cam"``, ...),
             or a list of names: then a dict name -> Explanation. All gradient methods share
             one forward and one backward (batched over the K classes).
@@ -487,7 +569,18 @@ def explain(
             layers fuses their maps (upsampled to the input, normalised, then ``fuse``d);
             ``raw`` is then the fused normalised maps at the finest layer's resolution.
         classes: ``None`` (top-1), an int, a list applied to every image, ``"top5"``, a
-            1-d tensor (one class per image) or an (N, K) tensor.
+            1-d tensor (one class per image) or an (N, K) tensor; short for
+            ``target=ClassScore(classes)``.
+        target: what to explain (:mod:`camlens.targets`): ``ClassScore``,
+            ``SegmentationMask(class_index)``, ``BoxScore(box)`` (detectors),
+            ``Similarity(reference)``, ``Regression(index)``, or any callable
+            ``outputs -> (N,)`` or ``(N, K)``.
+        output: which output of a model returning a tuple/dict to explain (an index or a
+            key); by default the logits when unambiguous, else an error listing the outputs.
+        layout: the target layer's layout when it cannot be found: ``"nchw"``, ``"nhwc"``,
+            ``"tokens"``, ``"ncl"``, ``"ncthw"`` (see :mod:`camlens.core.layouts`).
+        reshape: a callable ``activation -> (N, C, h, w)`` (pytorch-grad-cam's
+            ``reshape_transform``), applied to activations and gradients alike.
         fuse: ``"mean"`` or ``"max"``, how several target layers are fused.
         augment: test-time augmentation: ``"flip"`` (original + horizontal flip), ``"tta"``
             (flips x scales 1 and 1.15) or a list of ``(hflip, scale)`` pairs. Each copy is
@@ -533,6 +626,7 @@ def explain(
         from ._learner import learner_model_and_inputs
 
         model, inputs = learner_model_and_inputs(model, inputs)
+    model, inputs = _prepare(model, inputs)
     _check_inputs(model, inputs)
     names = _validate.method_names(method)
     _validate.check_options(options, batch_size)
@@ -550,11 +644,43 @@ def explain(
     _check_options(methods, options)
     if fuse not in ("mean", "max"):
         raise InputError(f"fuse={fuse!r} is not known; use 'mean' or 'max'")
-    args = (fuse, batch_size, progress, options, score, fcmap_scale, bool(allow_1x1))
+    if score not in ("logits", "output"):
+        raise InputError(f"score={score!r} is not understood; use 'logits' (pre-softmax, the default) or 'output'")
+    request = _Request(as_target(target, classes), output, layout, reshape, score)
+    args = (fuse, batch_size, progress, options, fcmap_scale, bool(allow_1x1))
     with model_lock(model):  # concurrent calls on one model take turns (see "Thread safety")
         layers = _resolve_layers(model, inputs, target_layer)
         if augment is None or augment is False:
-            results = _explain(model, inputs, methods, layers, classes, *args)
+            results = _explain(model, inputs, methods, layers, request, *args)
         else:
-            results = _explain_augmented(model, inputs, methods, layers, classes, augment, *args)
+            results = _explain_augmented(model, inputs, methods, layers, request, augment, *args)
     return results if not isinstance(method, str) else results[methods[0].name]
+
+
+def explain_detections(
+    model: nn.Module,
+    image: torch.Tensor,
+    score: float = 0.5,
+    method: str | list[str] = "gradcam",
+    target_layer: str | nn.Module | list | None = None,
+    **kwargs: Any,
+) -> Explanation | dict[str, Explanation]:
+    """One map per detection scoring >= ``score``, from one forward (torchvision detectors).
+
+    Args:
+        model: a torchvision detector (Faster R-CNN, RetinaNet, FCOS, SSD) or any model
+            returning ``[{"boxes", "scores", "labels"}]``.
+        image: (C, H, W) or (1, C, H, W), as the detector takes it (values in [0, 1]).
+        score: the least detection score explained.
+        method, target_layer, **kwargs: as for :func:`explain` (default layer: the
+            backbone's last feature map).
+
+    Returns:
+        an :class:`Explanation` with ``maps`` (1, K, H, W), one per detection, ``boxes``
+        (1, K, 4), ``classes`` (1, K) the detections' labels and ``scores`` theirs.
+    """
+    from .targets import Detections
+
+    if isinstance(image, torch.Tensor) and image.dim() == 3:
+        image = image.unsqueeze(0)
+    return explain(model, image, method, target_layer, target=Detections(score), **kwargs)

@@ -50,6 +50,7 @@ class LoadedModel:
     pretrained: bool = True
     notes: list[str] = field(default_factory=list)
     max_batch: int | None = None  # an exported program runs at the batch size it was exported with
+    task: str = "classification"  # "segmentation" / "detection" for torchvision's dense models
 
     def preprocess(self, images: Sequence[Any]) -> torch.Tensor:
         """PIL images / arrays -> (N, 3, H, W) normalised batch on the model's device."""
@@ -85,7 +86,18 @@ def _torchvision_names() -> list[str]:
         import torchvision
     except ImportError:
         return []
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    return sorted(torchvision.models.list_models(module=torchvision.models)
+                  + list(_torchvision_dense_tasks()))
+
+
+def _torchvision_dense_tasks() -> dict[str, str]:
+    """torchvision's detection and segmentation model names -> their task."""
+    import torchvision
+
+    models = torchvision.models
+    tasks = {name: "detection" for name in models.list_models(module=models.detection)}
+    tasks.update({name: "segmentation" for name in models.list_models(module=models.segmentation)})
+    return tasks
 
 
 def _random_warning(name: str) -> None:
@@ -101,12 +113,17 @@ def _torchvision(name: str, weights: str | None, num_classes: int | None = None,
     import torchvision
 
     kwargs = {"num_classes": num_classes} if num_classes is not None else {}
+    task = _torchvision_dense_tasks().get(name, "classification")
+    # detectors take [0, 1] images (they normalise and resize inside)
+    dense = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "input_size": (3, 320, 320)} if task == "detection" else {}
     if weights is None:
         if warn:
             _random_warning(name)
+        if task != "classification":
+            kwargs["weights_backbone"] = None  # nothing to download
         model = torchvision.models.get_model(name, weights=None, **kwargs)
-        names = imagenet_classes() if num_classes in (None, 1000) else None
-        return LoadedModel(model.eval(), name, class_names=names, pretrained=False)
+        names = imagenet_classes() if num_classes in (None, 1000) and task == "classification" else None
+        return LoadedModel(model.eval(), name, class_names=names, pretrained=False, task=task, **dense)
     try:
         enum = torchvision.models.get_model_weights(name)
         chosen = enum.DEFAULT if weights.upper() == "DEFAULT" else enum[weights]
@@ -122,10 +139,14 @@ def _torchvision(name: str, weights: str | None, num_classes: int | None = None,
         ) from None
     transforms = chosen.transforms()
     size = getattr(transforms, "crop_size", [224])[0]
-    return LoadedModel(
+    loaded = LoadedModel(
         model.eval(), name, tuple(getattr(transforms, "mean", IMAGENET_MEAN)),
         tuple(getattr(transforms, "std", IMAGENET_STD)), (3, size, size), list(chosen.meta.get("categories") or []) or None,
+        task=task,
     )
+    for key, value in dense.items():
+        setattr(loaded, key, value)
+    return loaded
 
 
 def _timm(name: str, weights: str | None, num_classes: int | None = None, warn: bool = True) -> LoadedModel:
@@ -173,6 +194,9 @@ def _unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor] | None:
 
 
 def _num_classes(state: dict[str, torch.Tensor]) -> int | None:
+    for key in ("roi_heads.box_predictor.cls_score.weight",):  # torchvision detectors: the class logits
+        if key in state:
+            return int(state[key].shape[0])
     matrices = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
     return int(matrices[-1].shape[0]) if matrices else None
 

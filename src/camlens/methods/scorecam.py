@@ -89,7 +89,8 @@ def _score_channels(activations, scorer, top_k, scales=(1.0,), noise_std=0.0, sa
     for i in range(n):
         channels = selected[i].nonzero().flatten()
         unique, inverse = torch.unique(low[i, channels], dim=0, return_inverse=True)
-        masks = masks_from_activations(unique.view(1, -1, h, w), size)[0]  # (M, H, W)
+        low_maps = unique.view(1, -1, h, w)
+        masks = scorer.masks(low_maps) if hasattr(scorer, "masks") else masks_from_activations(low_maps, size)[0]  # (M, H, W)
         image = scorer.inputs[i]
         if noise_std > 0:
             noise = torch.randn((samples, *masks.shape), generator=generator, device=masks.device) * noise_std
