@@ -15,7 +15,7 @@ How it stays fast and leaves no trace:
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.modes import evaluation_mode
+from ._notebook import explanation_html, load_explanation, save_explanation
 from ._outputs import logits_of
 from ._scoring import Scorer
 from ..core.errors import HeadError, InputError, LayerNotExecutedError, MultipleCallsError
@@ -51,6 +52,8 @@ class Explanation:
             (see ``score_source``).
         score_source: what ``scores`` and ``logits`` are: ``"model output"``, or the
             pre-softmax logits and the module they feed (``explain(..., score=...)``).
+        inputs: the (N, C, H, W) batch explained (a reference, not a copy), for the pictures
+            of ``_repr_html_`` and :meth:`save`.
     """
 
     maps: torch.Tensor
@@ -61,6 +64,28 @@ class Explanation:
     method: str
     logits: torch.Tensor | None = None
     score_source: str = "model output"
+    inputs: torch.Tensor | None = field(default=None, repr=False, compare=False)  # for pictures only
+
+    def _repr_html_(self) -> str:
+        """Jupyter: a small grid of overlays with class names, scores and probabilities."""
+        return explanation_html(self)
+
+    def to_html(self, images: Any = None, class_names: Any = None, max_images: int = 8) -> str:
+        """The notebook grid as HTML; ``images``: the photos (else the un-normalised inputs)."""
+        return explanation_html(self, images, class_names, max_images)
+
+    def save(self, folder: Any, images: Any = None, class_names: Any = None, alpha: float = 0.5,
+             cmap: str = "jet") -> Any:
+        """Write overlays, ``raw.npy``, ``maps.npy`` and an ``explanation.json`` sidecar (atomically).
+
+        Returns the sidecar's path; :meth:`load` reads the folder back.
+        """
+        return save_explanation(self, folder, images, class_names, alpha, cmap)
+
+    @classmethod
+    def load(cls, folder: Any) -> "Explanation":
+        """Read a folder written by :meth:`save`."""
+        return load_explanation(folder, cls)
 
     def __repr__(self) -> str:
         n, k, h, w = self.maps.shape
@@ -509,4 +534,6 @@ def explain(
         results = _explain(model, inputs, methods, layers, classes, *args)
     else:
         results = _explain_augmented(model, inputs, methods, layers, classes, augment, *args)
+    for result in results.values():
+        result.inputs = inputs
     return results if not isinstance(method, str) else results[methods[0].name]

@@ -49,9 +49,11 @@ class ReportStats:
         images: images in the run (skipped ones included).
         rows: cards (manifest rows with a map: image x method x class).
         skipped: images the run could not read (listed in the report).
-        thumbnails: thumbnails written now; ``reused``: kept from the previous report;
-            ``missing``: photos that could not be found or decoded.
-        seconds: wall time; ``thumbnail_seconds``: of which writing thumbnails.
+        thumbnails: photos decoded into thumbnails now; ``linked``: images whose photo is one
+            of those (a hard link or symlink to the same file); ``reused``: thumbnails kept from
+            the previous report; ``missing``: photos that could not be found or decoded.
+        seconds: wall time; ``thumbnail_seconds``: until the last thumbnail (the maps are
+            written meanwhile).
     """
 
     index: Path
@@ -59,6 +61,7 @@ class ReportStats:
     rows: int
     skipped: int
     thumbnails: int
+    linked: int
     reused: int
     missing: int
     seconds: float
@@ -72,7 +75,7 @@ class ReportStats:
     def __str__(self) -> str:
         return (
             f"wrote {self.index} ({self.images} images, {self.rows} maps, {self.skipped} skipped; "
-            f"{self.thumbnails} thumbnails written, {self.reused} reused, {self.missing} photos missing) "
+            f"{self.thumbnails} thumbnails written, {self.linked} linked, {self.reused} reused, {self.missing} photos missing) "
             f"in {self.seconds:.1f} s, {self.images_per_second:.0f} images/s"
         )
 
@@ -305,49 +308,83 @@ def _previous_thumbnails(out: Path) -> dict[str, list]:
         return {}
 
 
-def _write_thumbnails(jobs: list[tuple[int, Path]], folder: Path, out: Path, size: int, workers: int,
-                      progress: bool) -> tuple[set[int], int, int, dict[str, list]]:
-    """Thumbnails for (image_id, photo) jobs; reuse the previous report's when the photo is unchanged."""
-    from tqdm import tqdm
+class _Thumbnails:
+    """Thumbnails written by a thread pool while the caller does other work (the maps).
 
-    previous = _previous_thumbnails(out)
-    index: dict[str, list] = {}
-    done: set[int] = set()
-    todo = []
-    reused = 0
-    for image_id, photo in jobs:
-        try:
-            stat = photo.stat()
-        except OSError:
-            continue
-        key = [str(photo), stat.st_mtime_ns, stat.st_size, size]
-        old = previous.get(str(image_id))
-        if old is not None and old == key and thumbnail_path(out, image_id).is_file():
-            target = thumbnail_path(folder, image_id)
-            target.parent.mkdir(parents=True, exist_ok=True)
+    A photo reached by several paths (hard links, symlinks: an ImageFolder tree made of links)
+    is decoded once; a thumbnail of the previous report is kept (hard-linked) when its photo has
+    not changed since.
+    """
+
+    def __init__(self, jobs: list[tuple[int, Path]], folder: Path, out: Path, size: int, workers: int,
+                 progress: bool) -> None:
+        from tqdm import tqdm
+
+        self.folder, self.size = folder, size
+        self.done: set[int] = set()
+        self.index: dict[str, list] = {}
+        self.reused = 0
+        previous = _previous_thumbnails(out)
+        first_of: dict[tuple, int] = {}
+        self.copies: list[tuple[int, int, list]] = []  # (image_id, image_id of the same photo, key)
+        todo = []
+        for image_id, photo in jobs:
             try:
-                os.link(thumbnail_path(out, image_id), target)
+                stat = photo.stat()
             except OSError:
-                shutil.copyfile(thumbnail_path(out, image_id), target)
-            done.add(image_id)
-            index[str(image_id)] = key
-            reused += 1
-        else:
-            todo.append((image_id, photo, key))
+                continue
+            key = [str(photo), stat.st_mtime_ns, stat.st_size, size]
+            if previous.get(str(image_id)) == key and thumbnail_path(out, image_id).is_file():
+                _link(thumbnail_path(out, image_id), thumbnail_path(folder, image_id))
+                self.done.add(image_id)
+                self.index[str(image_id)] = key
+                self.reused += 1
+                continue
+            same = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            if same in first_of:
+                self.copies.append((image_id, first_of[same], key))
+            else:
+                first_of[same] = image_id
+                todo.append((image_id, photo, key))
+        self.written = len(todo)
+        self.bar = tqdm(total=len(todo), desc="thumbnails", unit="img", disable=not progress or not todo)
+        self.pool = ThreadPoolExecutor(max_workers=workers)
+        self.futures = [self.pool.submit(self._one, job) for job in todo]
 
-    def one(job):
+    def _one(self, job):
         image_id, photo, key = job
-        return image_id, key, write_thumbnail(photo, thumbnail_path(folder, image_id), size)
+        written = write_thumbnail(photo, thumbnail_path(self.folder, image_id), self.size)
+        self.bar.update()
+        return image_id, key, written
 
-    bar = tqdm(total=len(todo), desc="thumbnails", unit="img", disable=not progress or not todo)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for image_id, key, written in pool.map(one, todo, chunksize=16):
-            bar.update()
-            if written is not None:
-                done.add(image_id)
-                index[str(image_id)] = key
-    bar.close()
-    return done, len(todo), reused, index
+    def finish(self) -> None:
+        """Wait for the pool; link the thumbnails of photos reached by several paths."""
+        try:
+            for future in self.futures:
+                image_id, key, written = future.result()
+                if written is not None:
+                    self.done.add(image_id)
+                    self.index[str(image_id)] = key
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.bar.close()
+        self.linked = 0
+        for image_id, source_id, key in self.copies:
+            if source_id in self.done:
+                self.linked += 1
+                _link(thumbnail_path(self.folder, source_id), thumbnail_path(self.folder, image_id))
+                self.done.add(image_id)
+                self.index[str(image_id)] = key
+        (self.folder / "thumbs").mkdir(exist_ok=True)
+        (self.folder / "thumbs" / "index.json").write_text(json.dumps(self.index), encoding="utf-8")
+
+
+def _link(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def _prepare_destination(out: Path) -> None:
@@ -414,12 +451,13 @@ def write_report(run: str | os.PathLike | RunFolder, out: str | os.PathLike | No
             if photo is not None and run.manifest["error"][i] is None:
                 jobs.append((image_id, photo))
         thumb_started = time.perf_counter()
-        thumbs, written, reused, thumb_index = _write_thumbnails(jobs, folder, out, thumb_size, workers, progress)
+        thumbnails = _Thumbnails(jobs, folder, out, thumb_size, workers, progress)
+        try:
+            has_map, chunks, class_maps = _write_maps(run, tables, folder, method_dirs)  # while the pool works
+        finally:
+            thumbnails.finish()
         thumb_seconds = time.perf_counter() - thumb_started
-        (folder / "thumbs").mkdir(exist_ok=True)
-        (folder / "thumbs" / "index.json").write_text(json.dumps(thumb_index), encoding="utf-8")
-
-        has_map, chunks, class_maps = _write_maps(run, tables, folder, method_dirs)
+        thumbs = thumbnails.done
         data = report_data(run, out, tables, method_dirs, chunks, has_map, photos, thumbs, class_maps)
         text = json.dumps(data, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
         (folder / "data.js").write_text(f"window.CAMLENS_REPORT = {text};\n", encoding="ascii")
@@ -436,6 +474,6 @@ def write_report(run: str | os.PathLike | RunFolder, out: str | os.PathLike | No
                   if run.manifest["error"][i] is None and image_id not in thumbs)
     return ReportStats(
         index=out / "index.html", images=len(tables.image_ids), rows=len(tables.cards), skipped=len(tables.skipped),
-        thumbnails=written, reused=reused, missing=missing, seconds=time.perf_counter() - started,
+        thumbnails=thumbnails.written, linked=thumbnails.linked, reused=thumbnails.reused, missing=missing, seconds=time.perf_counter() - started,
         thumbnail_seconds=thumb_seconds,
     )

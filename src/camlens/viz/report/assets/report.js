@@ -3,7 +3,7 @@
  * Plain JavaScript, no dependency, no network. The data comes from data.js (window.CAMLENS_REPORT,
  * written by camlens.viz.report); the maps from maps/<method>/<chunk>.js files loaded when one of
  * their images is on screen; the photos from thumbs/. Every string from the data reaches the page
- * through textContent, a property (src, href, title) or an option's text: never through innerHTML.
+ * through textContent, a property (src, href, title) or an option's text: never parsed as HTML.
  * Only the cards on screen exist in the document (virtual scrolling), so 20,000 images cost as
  * little as 50.
  */
