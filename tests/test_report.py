@@ -72,7 +72,7 @@ def test_report_holds_every_manifest_row_and_the_page_assets(run, report):
                    table["score"][i]) for i in good)
     assert [g[:4] for g in got] == [w[:4] for w in want]
     assert [g[4] for g in got] == pytest.approx([w[4] for w in want], abs=1e-4)
-    assert sum(data["images"]["thumb"]) == 23 and stats.thumbnails == 23 and stats.missing == 0
+    assert sum(t is not None for t in data["images"]["thumb"]) == 23 and stats.thumbnails == 23 and stats.missing == 0
     assert sorted(p.name for p in (folder / "assets").iterdir()) == ["report.css", "report.js"]
     html = (folder / "index.html").read_text(encoding="utf-8")
     assert 'http-equiv="Content-Security-Policy"' in html and "script-src 'self'" in html
@@ -159,7 +159,7 @@ def test_missing_photos_and_labels_are_said_not_guessed(tmp_path):
         photo.unlink()
     stats = write_report(run)
     data = read_data(run / "report")
-    assert stats.missing == 2 and sum(data["images"]["thumb"]) == 4
+    assert stats.missing == 2 and sum(t is not None for t in data["images"]["thumb"]) == 4
     assert data["labels"] is False and data["groupBy"] == "predicted"
     assert all(c is None for c in data["images"]["correct"]) and all(g["accuracy"] is None for g in data["classes"])
 
@@ -178,8 +178,13 @@ def test_photos_reached_by_several_paths_are_decoded_once(tmp_path):
     run = make_run(tmp_path / "run", 30, distinct_photos=5)
     stats = write_report(run)
     assert stats.thumbnails == 5 and stats.linked == 25 and stats.missing == 0
-    thumbs = sorted((run / "report" / "thumbs").rglob("*.jpg"))
-    assert len(thumbs) == 30
+    assert len(list((run / "report" / "thumbs").rglob("*.jpg"))) == 5  # one file per photo
+    data = read_data(run / "report")
+    photos = sorted((run.parent / "photos").rglob("*.jpg"))
+    inode = {p.relative_to(run.parent / "photos").as_posix(): p.stat().st_ino for p in photos}
+    relpaths = data["images"]["relpath"]
+    for position, thumb in enumerate(data["images"]["thumb"]):
+        assert inode[relpaths[position]] == inode[relpaths[data["images"]["id"].index(thumb)]]
 
 
 def test_a_run_still_being_written_shows_what_is_there(tmp_path):

@@ -50,7 +50,7 @@ class ReportStats:
         rows: cards (manifest rows with a map: image x method x class).
         skipped: images the run could not read (listed in the report).
         thumbnails: photos decoded into thumbnails now; ``linked``: images whose photo is one
-            of those (a hard link or symlink to the same file); ``reused``: thumbnails kept from
+            of those (a hard link or symlink to the same file: they share its thumbnail); ``reused``: thumbnails kept from
             the previous report; ``missing``: photos that could not be found or decoded.
         seconds: wall time; ``thumbnail_seconds``: until the last thumbnail (the maps are
             written meanwhile).
@@ -154,7 +154,7 @@ def _class_names(m: dict[str, list], rows: list[int]) -> dict[int, str]:
 
 
 def report_data(run: RunFolder, out: Path, tables: _Tables, method_dirs: list[str], chunks: dict[str, int],
-                has_map: list[bool], photos: dict[int, Path | None], thumbs: set[int],
+                has_map: list[bool], photos: dict[int, Path | None], thumbs: dict[int, int],
                 class_maps: dict[str, dict[int, tuple[int, int, str]]]) -> dict[str, Any]:
     """The page's data: compact columns (one list per field) so 20,000 images parse in milliseconds."""
     m = run.manifest
@@ -210,7 +210,7 @@ def report_data(run: RunFolder, out: Path, tables: _Tables, method_dirs: list[st
             "true": [m["true_index"][i] for i in first],
             "correct": [None if m["correct"][i] is None else bool(m["correct"][i]) for i in first],
             "photo": [_url(photos[image_id], out) if photos.get(image_id) else None for image_id in image_ids],
-            "thumb": [1 if image_id in thumbs else 0 for image_id in image_ids],
+            "thumb": [thumbs.get(image_id) for image_id in image_ids],
             "pathRank": path_rank,
         },
         "rows": {
@@ -312,8 +312,10 @@ class _Thumbnails:
     """Thumbnails written by a thread pool while the caller does other work (the maps).
 
     A photo reached by several paths (hard links, symlinks: an ImageFolder tree made of links)
-    is decoded once; a thumbnail of the previous report is kept (hard-linked) when its photo has
-    not changed since.
+    is decoded and stored once, and its images share that file; a thumbnail of the previous
+    report is kept (hard-linked) when its photo has not changed since.
+
+    After :meth:`finish`, ``thumb_of[image_id]`` is the id whose thumbnail file shows that image.
     """
 
     def __init__(self, jobs: list[tuple[int, Path]], folder: Path, out: Path, size: int, workers: int,
@@ -321,30 +323,30 @@ class _Thumbnails:
         from tqdm import tqdm
 
         self.folder, self.size = folder, size
-        self.done: set[int] = set()
+        self.thumb_of: dict[int, int] = {}
         self.index: dict[str, list] = {}
-        self.reused = 0
+        self.reused = self.linked = 0
         previous = _previous_thumbnails(out)
         first_of: dict[tuple, int] = {}
-        self.copies: list[tuple[int, int, list]] = []  # (image_id, image_id of the same photo, key)
+        self.copies: list[tuple[int, int]] = []  # (image_id, image_id of the same photo)
         todo = []
         for image_id, photo in jobs:
             try:
                 stat = photo.stat()
             except OSError:
                 continue
+            same = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            if same in first_of:
+                self.copies.append((image_id, first_of[same]))
+                continue
+            first_of[same] = image_id
             key = [str(photo), stat.st_mtime_ns, stat.st_size, size]
             if previous.get(str(image_id)) == key and thumbnail_path(out, image_id).is_file():
                 _link(thumbnail_path(out, image_id), thumbnail_path(folder, image_id))
-                self.done.add(image_id)
+                self.thumb_of[image_id] = image_id
                 self.index[str(image_id)] = key
                 self.reused += 1
-                continue
-            same = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
-            if same in first_of:
-                self.copies.append((image_id, first_of[same], key))
             else:
-                first_of[same] = image_id
                 todo.append((image_id, photo, key))
         self.written = len(todo)
         self.bar = tqdm(total=len(todo), desc="thumbnails", unit="img", disable=not progress or not todo)
@@ -358,23 +360,20 @@ class _Thumbnails:
         return image_id, key, written
 
     def finish(self) -> None:
-        """Wait for the pool; link the thumbnails of photos reached by several paths."""
+        """Wait for the pool; images of the same photo share its thumbnail."""
         try:
             for future in self.futures:
                 image_id, key, written = future.result()
                 if written is not None:
-                    self.done.add(image_id)
+                    self.thumb_of[image_id] = image_id
                     self.index[str(image_id)] = key
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.bar.close()
-        self.linked = 0
-        for image_id, source_id, key in self.copies:
-            if source_id in self.done:
+        for image_id, source_id in self.copies:
+            if source_id in self.thumb_of:
+                self.thumb_of[image_id] = source_id
                 self.linked += 1
-                _link(thumbnail_path(self.folder, source_id), thumbnail_path(self.folder, image_id))
-                self.done.add(image_id)
-                self.index[str(image_id)] = key
         (self.folder / "thumbs").mkdir(exist_ok=True)
         (self.folder / "thumbs" / "index.json").write_text(json.dumps(self.index), encoding="utf-8")
 
@@ -457,7 +456,7 @@ def write_report(run: str | os.PathLike | RunFolder, out: str | os.PathLike | No
         finally:
             thumbnails.finish()
         thumb_seconds = time.perf_counter() - thumb_started
-        thumbs = thumbnails.done
+        thumbs = thumbnails.thumb_of
         data = report_data(run, out, tables, method_dirs, chunks, has_map, photos, thumbs, class_maps)
         text = json.dumps(data, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
         (folder / "data.js").write_text(f"window.CAMLENS_REPORT = {text};\n", encoding="ascii")

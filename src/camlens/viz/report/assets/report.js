@@ -65,7 +65,8 @@
   }
   function fmt(x, digits) { return isNaN(x) ? "–" : x.toFixed(digits); }
   function plural(n, word) { return n.toLocaleString("en-US") + " " + word + (n === 1 ? "" : "s"); }
-  function thumbUrl(position) { var id = I.id[position]; return "thumbs/" + Math.floor(id / 1000) + "/" + id + ".jpg"; }
+  /* The thumbnail of an image: its own, or that of another path to the same photo file. */
+  function thumbUrl(position) { var id = I.thumb[position]; return "thumbs/" + Math.floor(id / 1000) + "/" + id + ".jpg"; }
 
   // ---------------------------------------------------------------- colormaps and maps
   var lut = D.colormaps.jet;
@@ -151,7 +152,7 @@
     var pic = el("div", "pic");
     pic.style.width = Math.round(w * scale) + "px";
     pic.style.height = Math.round(h * scale) + "px";
-    if (I.thumb[imagePosition]) {
+    if (I.thumb[imagePosition] !== null) {
       var img = el("img", "photo");
       img.alt = "";
       img.decoding = "async";
@@ -487,7 +488,7 @@
     var files = $("#detail-files");
     files.replaceChildren();
     if (I.photo[image]) addLink(files, "photo", I.photo[image]);
-    if (I.thumb[image]) addLink(files, "thumbnail", thumbUrl(image));
+    if (I.thumb[image] !== null) addLink(files, "thumbnail", thumbUrl(image));
     (rowsOfImage[image] || []).forEach(function (r) {
       if (R.overlay[r]) addLink(files, "overlay " + methods[rowMethod[r]].name + " #" + (rowRank[r] + 1), R.overlay[r]);
     });
@@ -660,6 +661,7 @@
     });
     showView(["grid", "classes", "run"].indexOf(state.view) >= 0 ? state.view : "grid");
     applyFilters();
+    window.camlensReadyAt = performance.now(); // milliseconds from the start of navigation
     document.body.setAttribute("data-ready", "1");
   }
   start();
