@@ -48,6 +48,7 @@ def make_run(
     overlays: bool = False,
     accuracy: float = 0.7,
     seed: int = 0,
+    photos: Sequence[Path] | None = None,
 ) -> Path:
     """Write a contract-conforming run folder at ``folder``; photos go to ``folder.parent/photos``.
 
@@ -61,6 +62,8 @@ def make_run(
         images_per_chunk: zarr chunking along the images (the contract writes 1; the report
             reads any chunking).
         overlays: also write overlay PNGs under ``overlays/`` (else the column is null).
+        photos: existing photo files to use as the ``n`` images (their real sizes are recorded)
+            instead of writing synthetic ones.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -91,16 +94,22 @@ def make_run(
         name = names[i] if names is not None else f"img_{i:05d}.jpg"
         relpath = f"{class_names[truth[i]].replace(' ', '_')}/{name}"
         path = photo_root / relpath
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if i in errors:
-            path.write_bytes(b"not an image")
-        elif distinct_photos is not None and len(written) >= distinct_photos:
-            if path.exists():
-                path.unlink()
-            os.link(written[i % distinct_photos], path)
+        if photos is not None:
+            path = Path(photos[i])
+            relpath = f"{class_names[truth[i]].replace(' ', '_')}/{path.name}"
+            with Image.open(path) as photo:
+                width, height = photo.size
         else:
-            synthetic_photo(rng, width, height).save(path, quality=85)
-            written.append(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if i in errors:
+                path.write_bytes(b"not an image")
+            elif distinct_photos is not None and len(written) >= distinct_photos:
+                if path.exists():
+                    path.unlink()
+                os.link(written[i % distinct_photos], path)
+            else:
+                synthetic_photo(rng, width, height).save(path, quality=85)
+                written.append(path)
         image_columns = dict(image_id=i, path=path.as_posix(), relpath=relpath, width=width, height=height)
         if i in errors:
             for c in rows:

@@ -366,3 +366,22 @@ def test_twenty_thousand_images_are_interactive_within_two_seconds(browser, big_
         assert page.errors == []
     finally:
         page.close()
+
+
+def test_a_missing_photo_shows_the_run_overlay_instead(page, tmp_path):
+    run = make_run(tmp_path / "run", 6, overlays=True)
+    table = pq.read_table(run / "manifest.parquet").to_pydict()
+    gone = {table["image_id"][0], table["image_id"][2]}
+    for i in range(len(table["path"])):
+        if table["image_id"][i] in gone and os.path.exists(table["path"][i]):
+            os.unlink(table["path"][i])
+    write_report(run)
+    p = page.open(url_of(run)).page
+    p.wait_for_timeout(300)
+    for image_id in gone:
+        card = p.locator(f'[data-image-id="{image_id}"]')
+        assert "overlays/" in card.locator("img.photo").get_attribute("src")
+        assert card.locator("canvas").count() == 0  # the overlay already holds the map
+    kept = next(i for i in table["image_id"] if i not in gone)
+    assert "thumbs/" in p.locator(f'[data-image-id="{kept}"] img.photo').get_attribute("src")
+    assert page.errors == []

@@ -10,7 +10,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("report", help="write an HTML report of a run folder (run/report/index.html)")
     p.add_argument("run", help="a run folder (the --out of `camlens explain`)")
     p.add_argument("--out", help="report folder (default: RUN/report)")
-    p.add_argument("--thumb-size", type=int, default=320, help="longest side of the photo thumbnails (default 320)")
+    p.add_argument("--thumb-size", type=int, default=240, help="longest side of the photo thumbnails in pixels (default 240)")
     p.add_argument("--workers", type=int, help="threads writing thumbnails (default: the CPU count, at most 8)")
     p.add_argument("--serve", action="store_true", help="then serve it on http://127.0.0.1 until Ctrl-C")
     p.add_argument("--port", type=int, default=0, help="port for --serve (default: any free port)")

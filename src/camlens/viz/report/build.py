@@ -104,6 +104,16 @@ def _round(value: Any, digits: int) -> float | None:
     return round(value, digits) if np.isfinite(value) else None
 
 
+def _model_name(info: dict) -> str | None:
+    """The model's name from run.json (``model_name``, or ``model`` as a name or a dict with one)."""
+    for value in (info.get("model_name"), info.get("model")):
+        if isinstance(value, dict):
+            value = value.get("name") or value.get("spec")
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
 def _run_info(info: dict) -> dict[str, str]:
     """run.json as short strings for the page's "Run" panel."""
     shown = {}
@@ -192,6 +202,7 @@ def report_data(run: RunFolder, out: Path, tables: _Tables, method_dirs: list[st
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "title": f"camlens report: {run.path.resolve().name}",
         "runUrl": _url(run.path, out),
+        "model": _model_name(run.info),
         "run": _run_info(run.info),
         "labels": tables.labels,
         "methods": [
@@ -407,14 +418,16 @@ def _swap_into_place(folder: Path, out: Path) -> None:
 
 
 def write_report(run: str | os.PathLike | RunFolder, out: str | os.PathLike | None = None, *,
-                 thumb_size: int = 320, workers: int | None = None, progress: bool | None = None) -> ReportStats:
+                 thumb_size: int = 240, workers: int | None = None, progress: bool | None = None) -> ReportStats:
     """Write the HTML report of a run folder (``run/report/index.html`` by default).
 
     Args:
         run: the run folder (the ``--out`` of ``camlens explain``), or a :class:`RunFolder`.
         out: where to write the report (default ``run/report``). An existing report there is
             replaced; any other non-empty folder is an error.
-        thumb_size: longest side of the photo thumbnails, in pixels.
+        thumb_size: longest side of the photo thumbnails, in pixels. 240 covers the default
+            220-pixel cards and lets a 500x375 JPEG (ImageNet's usual size) decode at half
+            scale.
         workers: threads writing thumbnails (default: the CPU count, at most 8).
         progress: a progress bar for the thumbnails (default: when stderr is a terminal).
 

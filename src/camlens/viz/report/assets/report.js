@@ -152,6 +152,17 @@
     var pic = el("div", "pic");
     pic.style.width = Math.round(w * scale) + "px";
     pic.style.height = Math.round(h * scale) + "px";
+    var row = method >= 0 ? findRow(imagePosition, method, rank) : -1;
+    if (I.thumb[imagePosition] === null && row >= 0 && R.overlay[row]) {
+      // no photo to draw the map over (moved, or from a torch Dataset): the run's overlay PNG
+      var baked = el("img", "photo");
+      baked.alt = "";
+      baked.loading = "lazy";
+      baked.src = R.overlay[row];
+      pic.appendChild(baked);
+      pic.appendChild(el("span", "baked", "overlay"));
+      return pic;
+    }
     if (I.thumb[imagePosition] !== null) {
       var img = el("img", "photo");
       img.alt = "";
@@ -167,10 +178,7 @@
     } else {
       pic.appendChild(el("div", "nophoto", "photo not found"));
     }
-    if (method >= 0) {
-      var row = findRow(imagePosition, method, rank);
-      if (row >= 0 && rowMap[row]) pic.appendChild(heatCanvas(method, imagePosition, rank));
-    }
+    if (row >= 0 && rowMap[row]) pic.appendChild(heatCanvas(method, imagePosition, rank));
     return pic;
   }
   function findRow(imagePosition, method, rank) {
@@ -285,7 +293,7 @@
     count.textContent = String(n);
     var oneEach = method >= 0 && (rank >= 0 || maxRank === 0);
     $("#count-unit").textContent = oneEach ? (n === 1 ? "image" : "images") : (n === 1 ? "map" : "maps");
-    $("#count-of").textContent = "of " + plural(oneEach ? countImages(method, rank) : nRows, oneEach ? "image" : "map") + " match";
+    $("#count-of").textContent = "match the filters, of " + plural(oneEach ? countImages(method, rank) : nRows, oneEach ? "image" : "map");
     $("#empty").hidden = n > 0;
     $("#grid-scroll").scrollTop = 0;
     layout(true);
@@ -386,7 +394,6 @@
     var tags = el("div", "tags");
     if (state.method === "all" && methods.length > 1) tags.appendChild(el("span", "tag", methods[method].name));
     if (wrong) tags.appendChild(el("span", "tag bad", "misclassified"));
-    else if (imgCorrect[image] === 1) tags.appendChild(el("span", "tag good", "correct"));
     frame.appendChild(tags);
     card.appendChild(frame);
 
@@ -407,6 +414,7 @@
     if (imgTrue[image] >= 0) {
       sub.appendChild(el("span", "muted", "true "));
       sub.appendChild(el("span", wrong ? "truth bad" : "truth", className(imgTrue[image])));
+      if (imgCorrect[image] === 1) sub.appendChild(el("span", "check", " ✓"));
     }
     if (rowClass[row] !== imgPred[image]) {
       if (sub.childNodes.length) sub.appendChild(el("span", "muted", " · "));
@@ -426,7 +434,8 @@
     var row = matches[position], image = rowImage[row], rank = rowRank[row];
     var box = $("#detail");
     box.hidden = false;
-    $("#detail-path").textContent = I.path[image];
+    $("#detail-path").textContent = I.relpath[image];
+    $("#detail-path").title = I.path[image];
     var large = $("#detail-large");
     large.replaceChildren();
     var boxW = Math.min(720, window.innerWidth * 0.55), boxH = Math.min(520, window.innerHeight * 0.52);
@@ -481,6 +490,7 @@
 
     var facts = $("#detail-facts");
     facts.replaceChildren();
+    addFact(facts, "path", I.path[image]);
     addFact(facts, "image id", String(I.id[image]));
     addFact(facts, "size", (I.width[image] || "?") + " × " + (I.height[image] || "?"));
     methods.forEach(function (m) { addFact(facts, "layer (" + m.name + ")", m.layer); });
@@ -603,8 +613,7 @@
     document.title = D.title;
     $("#run-title").textContent = D.title.replace(/^camlens report: /, "");
     var facts = $("#run-facts");
-    var model = D.run.model || D.run.model_name;
-    if (model) facts.appendChild(el("div", null, "model " + model));
+    if (D.model) facts.appendChild(el("div", null, "model " + D.model));
     facts.appendChild(el("div", null, plural(nImages, "image") + " · " + plural(methods.length, "method")));
     if (D.labels) {
       var labelled = 0, right = 0;
