@@ -150,7 +150,8 @@ def main() -> None:
     parser.add_argument("--skip-browser", action="store_true")
     args = parser.parse_args()
     n = args.images or (500 if args.quick else 2000)
-    print(f"# bench_report: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(f"# bench_report: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
+          f"{platform.python_version()}, load average {os.getloadavg()[0]:.1f} (other work on the machine)")
     root = Path(tempfile.mkdtemp(prefix="camlens-bench-report-"))
     try:
         part_generation(root, n)
@@ -158,6 +159,7 @@ def main() -> None:
             part_browser(root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -118,6 +118,8 @@ def shoot(run: Path) -> None:
         page.goto(url)
         page.wait_for_selector("body[data-ready]")
         page.wait_for_timeout(800)
+        page.select_option('[name="sort"]', "prob-asc")  # the least sure first: the misclassified ones
+        page.wait_for_timeout(500)
         page.screenshot(path=str(IMAGES / "report_grid.png"))
         page.select_option('[name="correct"]', "wrong")
         page.wait_for_timeout(500)
