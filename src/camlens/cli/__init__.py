@@ -1,4 +1,4 @@
-"""The ``camlens`` command line: ``explain``, ``demo``, ``layers``, ``methods``, ``evaluate``.
+"""The ``camlens`` command line: ``explain``, ``demo``, ``layers``, ``methods``, ``evaluate``, ``report``.
 
 One module per sub-command, each with ``add_parser(sub)`` and ``run(args)``; add a
 sub-command by writing such a module and listing it in ``SUBCOMMANDS``. Thin on purpose: it parses arguments, loads inputs, calls the library, writes files.
@@ -20,13 +20,13 @@ import warnings
 from typing import NoReturn, Sequence
 
 from ..core.errors import CamlensError
-from . import demo, evaluate, explain, layers, methods
+from . import demo, evaluate, explain, layers, methods, report
 from ._contract import EscapingStream, printable
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a Unix tool killed by a closed pipe returns
-SUBCOMMANDS = (explain, demo, layers, methods, evaluate)
+SUBCOMMANDS = (explain, demo, layers, methods, evaluate, report)
 
 __all__ = ["main", "build_parser", "EXIT_BAD_INPUT", "EXIT_INTERNAL"]
 

@@ -19,7 +19,7 @@ How it stays fast and leaves no trace:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -33,6 +33,7 @@ from ..core.layouts import Layout, finalize_natural, layout_for, patch_embedding
 from ..core.trace import model_dtype
 from ..core.wrappers import unwrap_layer_name, unwrap_model
 from ._extra_inputs import GRAPH_INPUTS, PASS_INPUTS, graph_inputs, keeps_graph, pass_inputs
+from ._notebook import explanation_html, load_explanation, save_explanation
 from ._outputs import select_output
 from ._scoring import Scorer
 from .targets import ClassScore, FunctionTarget, as_target, resolve_classes
@@ -69,6 +70,8 @@ class Explanation:
 
     ``maps`` are (N, K, L) for 1-D signals and (N, K, T, H, W) for volumes (``raw`` likewise
     at the layer's resolution).
+        inputs: the (N, C, H, W) batch explained (a reference, not a copy), for the pictures
+            of ``_repr_html_`` and :meth:`save`.
     """
 
     maps: torch.Tensor
@@ -82,6 +85,28 @@ class Explanation:
     target: str = "ClassScore(None)"
     layout: str = ""
     boxes: torch.Tensor | None = None
+    inputs: torch.Tensor | None = field(default=None, repr=False, compare=False)  # for pictures only
+
+    def _repr_html_(self) -> str:
+        """Jupyter: a small grid of overlays with class names, scores and probabilities."""
+        return explanation_html(self)
+
+    def to_html(self, images: Any = None, class_names: Any = None, max_images: int = 8) -> str:
+        """The notebook grid as HTML; ``images``: the photos (else the un-normalised inputs)."""
+        return explanation_html(self, images, class_names, max_images)
+
+    def save(self, folder: Any, images: Any = None, class_names: Any = None, alpha: float = 0.5,
+             cmap: str = "jet") -> Any:
+        """Write overlays, ``raw.npy``, ``maps.npy`` and an ``explanation.json`` sidecar (atomically).
+
+        Returns the sidecar's path; :meth:`load` reads the folder back.
+        """
+        return save_explanation(self, folder, images, class_names, alpha, cmap)
+
+    @classmethod
+    def load(cls, folder: Any) -> "Explanation":
+        """Read a folder written by :meth:`save`."""
+        return load_explanation(folder, cls)
 
     def __repr__(self) -> str:
         return (
@@ -654,6 +679,8 @@ def explain(
             results = _explain(model, inputs, methods, layers, request, *args)
         else:
             results = _explain_augmented(model, inputs, methods, layers, request, augment, *args)
+    for result in results.values():
+        result.inputs = inputs
     return results if not isinstance(method, str) else results[methods[0].name]
 
 
