@@ -131,3 +131,16 @@ def test_random_weights_warning_is_one_plain_line(tmp_path, cat_file, capsys):
     assert main(["explain", str(cat_file), "--model", "resnet18", "--out", str(tmp_path / "out")]) == 0
     err = capsys.readouterr().err
     assert err.startswith("camlens: warning: resnet18 has RANDOM weights") and ".py:" not in err
+
+
+def test_explain_with_report_writes_the_page_for_the_run(tmp_path, cat_file, capsys):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "run"
+    assert main(["explain", str(cat_file), "--model", "efficientnet_lite0", "--out", str(out), "--report"]) == 0
+    index = out / "report" / "index.html"
+    assert index.exists() and "Content-Security-Policy" in index.read_text(encoding="utf-8")
+    data = (out / "report" / "data.js").read_text(encoding="utf-8")
+    manifest = pq.read_table(out / "manifest.parquet").to_pylist()
+    assert len(manifest) == 1 and manifest[0]["relpath"] in data
+    assert f"open {index.resolve().as_uri()}" in capsys.readouterr().out

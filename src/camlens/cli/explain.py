@@ -44,6 +44,7 @@ def add_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     p.add_argument("--strict", action="store_true", help="stop at the first image that cannot be decoded")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    p.add_argument("--report", action="store_true", help="then write the HTML report (as `camlens report OUT`)")
     p.add_argument("--engine", choices=("local", "ray"), default="local", help="local (default) or ray (pip install 'camlens[ray]')")
     p.add_argument("--address", default=None, help="--engine ray: the cluster to join (auto, or ray://host:10001); default: a local Ray")
     p.add_argument("--num-workers", type=int, default=None, help="--engine ray: actors in the pool (default: 2)")
@@ -176,4 +177,10 @@ def run(args: argparse.Namespace) -> int:
         summary = result.summary()
         print(f"wrote {summary['rows']} manifest row(s) for {summary['done']} image(s) to {result.path}/ "
               f"(manifest.parquet, maps.zarr, run.json{', overlays/' if args.overlays else ''})")
+    if args.report:
+        from ..viz.report import write_report
+
+        stats = write_report(result.path, None, progress=False if args.quiet else None)
+        if not args.quiet:
+            print(f"{stats}\nopen {stats.index.resolve().as_uri()}")
     return 0
