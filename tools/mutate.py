@@ -1,0 +1,531 @@
+"""Mutation testing for camlens: change the code one small step at a time, see whether a test fails.
+
+    python tools/mutate.py                      # every target in pyproject [tool.camlens.mutation]
+    python tools/mutate.py -j 2 methods/eigen   # only files whose path contains "methods/eigen"
+    python tools/mutate.py --list hooks          # the mutants, without running anything
+    python tools/mutate.py --show ID            # the diff of one mutant
+    python tools/mutate.py --survivors          # rerun only the survivors of the last run
+
+Each mutant is one change to one module: an operator swapped (``+``/``-``, ``*``/``/``, ``<``/``<=``,
+``and``/``or``, ...), a number changed (``n`` -> ``n + 1``), ``True``/``False`` flipped, a test
+negated, a unary ``-``/``not`` dropped, a value-preserving call skipped (``x.clamp_min(0)`` -> ``x``,
+``torch.relu(a)`` -> ``a``), a reduction swapped (``mean``/``sum``, ``max``/``min``, ...) or a call
+statement deleted (``handle.remove()`` -> ``pass``). Strings, docstrings, annotations and
+``raise`` statements are left alone.
+
+A mutant is *killed* when the module's test files (the ``tests`` of its target, run with ``-x``)
+fail or time out, and *survives* when they pass. Every survivor is a gap in the tests, unless it
+is equivalent (it cannot change behaviour); equivalent mutants are listed, each with a one-line
+reason, in the file named by ``equivalents`` (``mutation-equivalents.txt``). The score is
+killed / (mutants - equivalents).
+
+How it runs: the parent process imports the heavy third-party modules once (``preload``) and then
+forks one child per mutant; the child serves the mutated source of the one module from memory (an
+import hook), so nothing is written to the source tree and mutants run side by side safely
+(``-j``). camlens itself is imported fresh in each child. mutmut 3 is not used because it skips
+every decorated function, and each method formula is decorated with ``@register_method``.
+Results go to ``.mutation/results.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import difflib
+import fnmatch
+import importlib
+import importlib.abc
+import importlib.util
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib  # type: ignore[no-redef]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BINOP_SWAPS = {
+    ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Div,
+    ast.Mod: ast.FloorDiv, ast.Pow: ast.Mult, ast.MatMult: ast.Mult, ast.BitAnd: ast.BitOr,
+    ast.BitOr: ast.BitAnd, ast.LShift: ast.RShift, ast.RShift: ast.LShift, ast.BitXor: ast.BitOr,
+}
+COMPARE_SWAPS = {
+    ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq, ast.Is: ast.IsNot, ast.IsNot: ast.Is, ast.In: ast.NotIn, ast.NotIn: ast.In,
+}
+# x.name(...) -> x : calls that keep the value's shape and (mostly) its meaning.
+SKIPPABLE_METHODS = {
+    "clamp", "clamp_min", "clamp_max", "relu", "abs", "clone", "detach", "contiguous", "float",
+    "double", "cpu", "sqrt", "exp", "log", "neg", "nan_to_num", "sigmoid", "softmax", "round",
+    "floor", "ceil", "sort", "flip",
+}
+# f(a, ...) -> a, for f = torch.name / F.name / name.
+SKIPPABLE_FUNCTIONS = {"relu", "clamp", "abs", "sqrt", "softmax", "sigmoid", "clone", "nan_to_num", "exp", "log"}
+METHOD_SWAPS = {
+    "mean": "sum", "sum": "mean", "max": "min", "min": "max", "amax": "amin", "amin": "amax",
+    "argmax": "argmin", "argmin": "argmax", "maximum": "minimum", "minimum": "maximum",
+    "any": "all", "all": "any", "clamp_min": "clamp_max", "clamp_max": "clamp_min",
+    "nanmean": "nansum",
+}
+NO_MUTATION_CALLS = {"warn", "warning", "debug", "info"}  # warnings.warn(...), log calls
+
+
+def _op_name(op) -> str:
+    return type(op).__name__ if not isinstance(op, type) else op.__name__
+
+
+@dataclass
+class Mutant:
+    path: str  # relative to the repository root
+    module: str  # dotted module name
+    index: int  # position in this module's enumeration
+    ident: str  # stable id: path::qualname::description::k
+    line: int
+    description: str
+
+
+class _Mutator(ast.NodeTransformer):
+    """Enumerates the mutation points of a tree (``target=None``) or applies one (``target=i``)."""
+
+    def __init__(self, source: str, target: int | None = None) -> None:
+        self.source = source
+        self.target = target
+        self.count = 0
+        self.points: list[tuple[str, int, str]] = []  # (qualname, line, description)
+        self.scope: list[str] = []
+        self.applied = False
+
+    # -- bookkeeping -------------------------------------------------------------------
+    def _point(self, node: ast.AST, description: str) -> bool:
+        """Register a mutation point; True when it is the one to apply."""
+        snippet = ast.get_source_segment(self.source, node) or ""
+        snippet = " ".join(snippet.split())
+        if len(snippet) > 48:
+            snippet = snippet[:45] + "..."
+        qualname = ".".join(self.scope) or "<module>"
+        self.points.append((qualname, getattr(node, "lineno", 0), f"{description} in `{snippet}`"))
+        hit = self.target == self.count
+        self.count += 1
+        if hit:
+            self.applied = True
+        return hit
+
+    def _scoped(self, node, name: str):
+        self.scope.append(name)
+        # decorators run at import time; annotations are never evaluated (postponed)
+        node.body = [self.visit(s) for s in node.body]
+        node.body = [s for s in node.body if s is not None] or [ast.Pass()]
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            defaults = node.args.defaults
+            node.args.defaults = [self.visit(d) for d in defaults]
+            node.args.kw_defaults = [self.visit(d) if d is not None else None for d in node.args.kw_defaults]
+        self.scope.pop()
+        return node
+
+    # -- what is never mutated -----------------------------------------------------------
+    def visit_FunctionDef(self, node):
+        return self._scoped(node, node.name)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_ClassDef(self, node):
+        return self._scoped(node, node.name)
+
+    def visit_Raise(self, node):
+        return node
+
+    def visit_JoinedStr(self, node):
+        return node
+
+    def visit_AnnAssign(self, node):
+        if node.value is not None:
+            node.value = self.visit(node.value)
+        return node
+
+    def visit_Assign(self, node):
+        if any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            return node
+        return self.generic_visit(node)
+
+    def visit_Import(self, node):
+        return node
+
+    visit_ImportFrom = visit_Import
+
+    def visit_Expr(self, node):
+        if isinstance(node.value, ast.Constant):  # docstring
+            return node
+        if isinstance(node.value, ast.Call) and not self._is_logging(node.value):
+            if self._point(node, "call statement deleted"):
+                return ast.copy_location(ast.Pass(), node)
+        return self.generic_visit(node)
+
+    @staticmethod
+    def _is_logging(call: ast.Call) -> bool:
+        func = call.func
+        return isinstance(func, ast.Attribute) and func.attr in NO_MUTATION_CALLS
+
+    # -- mutations -------------------------------------------------------------------------
+    def visit_BinOp(self, node):
+        swap = BINOP_SWAPS.get(type(node.op))
+        if swap and self._point(node, f"{_op_name(node.op)} -> {swap.__name__}"):
+            node.op = swap()
+            return node
+        return self.generic_visit(node)
+
+    def visit_AugAssign(self, node):
+        swap = BINOP_SWAPS.get(type(node.op))
+        if swap and self._point(node, f"{_op_name(node.op)}= -> {swap.__name__}="):
+            node.op = swap()
+            return node
+        return self.generic_visit(node)
+
+    def visit_Compare(self, node):
+        for i, op in enumerate(node.ops):
+            swap = COMPARE_SWAPS.get(type(op))
+            if swap and self._point(node, f"{_op_name(op)} -> {swap.__name__}" + (f" (#{i})" if i else "")):
+                node.ops[i] = swap()
+                return node
+        return self.generic_visit(node)
+
+    def visit_BoolOp(self, node):
+        swap = ast.Or if isinstance(node.op, ast.And) else ast.And
+        if self._point(node, f"{_op_name(node.op)} -> {swap.__name__}"):
+            node.op = swap()
+            return node
+        return self.generic_visit(node)
+
+    def visit_UnaryOp(self, node):
+        if isinstance(node.op, (ast.Not, ast.USub, ast.Invert)):
+            if self._point(node, f"{_op_name(node.op)} dropped"):
+                return node.operand
+        return self.generic_visit(node)
+
+    def _negate_test(self, node, kind: str):
+        if not isinstance(node.test, (ast.Compare, ast.BoolOp)) and not (
+            isinstance(node.test, ast.UnaryOp) and isinstance(node.test.op, ast.Not)
+        ):
+            if self._point(node.test, f"{kind} test negated"):
+                node.test = ast.UnaryOp(op=ast.Not(), operand=node.test)
+                return True
+        return False
+
+    def visit_If(self, node):
+        if self._negate_test(node, "if"):
+            return node
+        return self.generic_visit(node)
+
+    def visit_IfExp(self, node):
+        if self._negate_test(node, "conditional"):
+            return node
+        return self.generic_visit(node)
+
+    def visit_While(self, node):
+        if self._negate_test(node, "while"):
+            return node
+        return self.generic_visit(node)
+
+    def visit_Constant(self, node):
+        value = node.value
+        if isinstance(value, bool):
+            if self._point(node, f"{value} -> {not value}"):
+                return ast.copy_location(ast.Constant(not value), node)
+        elif isinstance(value, (int, float)) and not isinstance(value, complex):
+            if self._point(node, f"{value!r} -> {value + 1!r}"):
+                return ast.copy_location(ast.Constant(value + 1), node)
+        return node
+
+    def visit_Call(self, node):
+        if self._is_logging(node):
+            return node
+        func = node.func
+        if isinstance(func, ast.Attribute):
+            is_module_function = isinstance(func.value, ast.Name) and func.value.id in ("torch", "F", "math", "np")
+            swap = METHOD_SWAPS.get(func.attr)
+            if swap and self._point(node, f".{func.attr}( -> .{swap}("):
+                func.attr = swap
+                return node
+            if func.attr in SKIPPABLE_METHODS and not is_module_function and self._point(node, f".{func.attr}(...) skipped"):
+                return func.value
+            if func.attr in SKIPPABLE_FUNCTIONS and is_module_function and node.args and self._point(node, f"{func.value.id}.{func.attr}(a, ...) -> a"):
+                return node.args[0]
+        elif isinstance(func, ast.Name) and func.id in SKIPPABLE_FUNCTIONS and node.args:
+            if self._point(node, f"{func.id}(a, ...) -> a"):
+                return node.args[0]
+        return self.generic_visit(node)
+
+
+def enumerate_mutants(path: Path) -> list[Mutant]:
+    source = path.read_text(encoding="utf-8")
+    mutator = _Mutator(source)
+    mutator.visit(ast.parse(source))
+    rel = path.relative_to(ROOT).as_posix()
+    module = _module_name(path)
+    seen: dict[str, int] = {}
+    mutants = []
+    for index, (qualname, line, description) in enumerate(mutator.points):
+        key = f"{rel}::{qualname}::{description}"
+        k = seen.get(key, 0)
+        seen[key] = k + 1
+        mutants.append(Mutant(rel, module, index, f"{key}::{k}", line, description))
+    return mutants
+
+
+def mutated_source(path: Path, index: int) -> str:
+    source = path.read_text(encoding="utf-8")
+    mutator = _Mutator(source, target=index)
+    tree = mutator.visit(ast.parse(source))
+    if not mutator.applied:
+        raise ValueError(f"{path} has no mutation point {index}")
+    return ast.unparse(ast.fix_missing_locations(tree))
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT / "src").with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+# -- configuration -----------------------------------------------------------------------
+def load_config() -> dict:
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["tool"]["camlens"]["mutation"]
+
+
+def targets(config: dict, pattern: str | None) -> list[tuple[Path, list[str]]]:
+    """(source file, its test files) for every file in scope, optionally filtered by ``pattern``."""
+    found = []
+    for target in config["targets"]:
+        excluded = set()
+        for glob in target.get("exclude", []):
+            excluded.update(ROOT.glob(glob))
+        for glob in target["paths"]:
+            for path in sorted(ROOT.glob(glob)):
+                if path in excluded or path.name == "__init__.py":
+                    continue
+                if pattern and pattern not in path.relative_to(ROOT).as_posix():
+                    continue
+                found.append((path, target["tests"]))
+    return found
+
+
+def load_equivalents(config: dict) -> dict[str, str]:
+    """Mutant id -> reason, from lines ``ID  # reason`` (blank lines and ``#`` lines ignored)."""
+    path = ROOT / config.get("equivalents", "mutation-equivalents.txt")
+    equivalents = {}
+    if path.exists():
+        for raw in path.read_text(encoding="utf-8").splitlines():
+            if not raw.strip() or raw.lstrip().startswith("#"):
+                continue
+            ident, _, reason = raw.partition("  # ")
+            if not reason.strip():
+                raise SystemExit(f"{path.name}: no reason given for {ident.strip()!r} (write `ID  # reason`)")
+            equivalents[ident.strip()] = reason.strip()
+    return equivalents
+
+
+# -- running -----------------------------------------------------------------------------
+class _SourceFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Serves ``source`` as module ``name`` (the mutant), everything else imports normally."""
+
+    def __init__(self, name: str, path: Path, source: str) -> None:
+        self.name, self.path, self.source = name, path, source
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name:
+            return None
+        is_package = self.path.name == "__init__.py"
+        return importlib.util.spec_from_file_location(
+            fullname, self.path, loader=self,
+            submodule_search_locations=[str(self.path.parent)] if is_package else None,
+        )
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        exec(compile(self.source, str(self.path), "exec"), module.__dict__)
+
+
+def _pytest_args(tests: list[str]) -> list[str]:
+    return [*tests, "-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--tb=line",
+            "-W", "ignore::DeprecationWarning", "--rootdir", str(ROOT)]
+
+
+def _child(module: str | None, path: Path | None, source: str | None, tests: list[str], log: Path) -> None:
+    """In the forked child: install the mutant, run the tests, exit with pytest's code."""
+    try:
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        if module is not None:
+            sys.meta_path.insert(0, _SourceFinder(module, path, source))
+        import pytest
+        import torch
+
+        torch.set_num_threads(1)
+        code = pytest.main(_pytest_args(tests))
+    except BaseException:  # noqa: BLE001 - anything in the child is a result, not a crash of the runner
+        import traceback
+
+        traceback.print_exc()
+        code = 3
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(int(code))
+
+
+def _start(job, logdir: Path):
+    mutant, path, tests = job
+    if mutant is None:
+        module, source = None, None
+        log = logdir / "baseline.log"
+    else:
+        module, source = mutant.module, mutated_source(path, mutant.index)
+        log = logdir / f"{mutant.module}.{mutant.index}.log"
+    pid = os.fork()
+    if pid == 0:
+        _child(module, path, source, tests, log)
+    return pid, log
+
+
+def run_jobs(jobs: list, workers: int, timeout: float, logdir: Path, on_result) -> None:
+    pending = list(jobs)
+    running: dict[int, tuple] = {}
+    while pending or running:
+        while pending and len(running) < workers:
+            job = pending.pop(0)
+            pid, log = _start(job, logdir)
+            running[pid] = (job, time.monotonic(), log)
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            now = time.monotonic()
+            for child, (job, started, log) in list(running.items()):
+                if now - started > timeout:
+                    os.kill(child, signal.SIGKILL)
+                    os.waitpid(child, 0)
+                    del running[child]
+                    on_result(job, "timeout", now - started, log)
+            time.sleep(0.05)
+            continue
+        if pid not in running:
+            continue
+        job, started, log = running.pop(pid)
+        code = os.waitstatus_to_exitcode(status)
+        outcome = {0: "survived", 1: "killed", 2: "killed", 3: "error", 4: "error", 5: "error"}.get(code, "killed")
+        on_result(job, outcome, time.monotonic() - started, log)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("pattern", nargs="?", help="only source files whose path contains this")
+    parser.add_argument("-j", "--jobs", type=int, default=1, help="mutants run side by side (default 1)")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--show", metavar="ID", help="print the diff of one mutant and exit")
+    parser.add_argument("--survivors", action="store_true", help="rerun only the last run's survivors")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per mutant (default: 4x the baseline + 20)")
+    parser.add_argument("--results", default=str(ROOT / ".mutation" / "results.jsonl"))
+    args = parser.parse_args(argv)
+
+    config = load_config()
+    equivalents = load_equivalents(config)
+    files = targets(config, args.pattern)
+    jobs = []
+    for path, tests in files:
+        for mutant in enumerate_mutants(path):
+            jobs.append((mutant, path, tests))
+    known = {mutant.ident for mutant, _, _ in jobs}
+    stale = sorted(set(equivalents) - known) if not args.pattern else []
+
+    if args.show:
+        for mutant, path, _ in jobs:
+            if mutant.ident == args.show:
+                before = ast.unparse(ast.parse(path.read_text(encoding="utf-8"))).splitlines()
+                after = mutated_source(path, mutant.index).splitlines()
+                print("\n".join(difflib.unified_diff(before, after, mutant.path, "mutant", lineterm="", n=2)))
+                return 0
+        print(f"no mutant {args.show!r}", file=sys.stderr)
+        return 2
+    if args.list:
+        for mutant, _, _ in jobs:
+            flag = "  [equivalent]" if mutant.ident in equivalents else ""
+            print(f"{mutant.path}:{mutant.line}  {mutant.ident}{flag}")
+        print(f"{len(jobs)} mutants in {len(files)} files")
+        return 0
+
+    results_path = Path(args.results)
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    if args.survivors:
+        previous = [json.loads(line) for line in results_path.read_text().splitlines()] if results_path.exists() else []
+        again = {r["id"] for r in previous if r["outcome"] == "survived"}
+        jobs = [job for job in jobs if job[0].ident in again]
+    jobs = [job for job in jobs if job[0].ident not in equivalents]
+
+    for module in config.get("preload", []):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
+    sys.path.insert(0, str(ROOT / "src"))
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
+    logdir = results_path.parent / "logs"
+    logdir.mkdir(exist_ok=True)
+
+    # the unmutated code must pass its tests, or every mutant would look killed
+    baseline_times = {}
+    for tests in sorted({tuple(t) for _, _, t in jobs}):
+        outcome = {}
+        run_jobs([(None, None, list(tests))], 1, 3600, logdir,
+                 lambda job, result, seconds, log: outcome.update(result=result, seconds=seconds, log=log))
+        if outcome["result"] != "survived":
+            print(f"the unmutated code fails {' '.join(tests)}; see {outcome['log']}", file=sys.stderr)
+            return 2
+        baseline_times[tests] = outcome["seconds"]
+        print(f"baseline {' '.join(tests)}: {outcome['seconds']:.1f} s", flush=True)
+    timeout = args.timeout or 4 * max(baseline_times.values(), default=10) + 20
+
+    counts = {"killed": 0, "timeout": 0, "survived": 0, "error": 0}
+    started = time.monotonic()
+    mode = "a" if args.survivors else "w"
+    with open(results_path, mode, encoding="utf-8") as out:
+        def on_result(job, outcome, seconds, log):
+            mutant = job[0]
+            counts[outcome] += 1
+            out.write(json.dumps({"id": mutant.ident, "path": mutant.path, "line": mutant.line,
+                                  "outcome": outcome, "seconds": round(seconds, 2)}) + "\n")
+            out.flush()
+            if outcome in ("survived", "error"):
+                print(f"{outcome.upper():8s} {mutant.path}:{mutant.line}  {mutant.ident}", flush=True)
+            else:
+                log.unlink(missing_ok=True)
+            done = sum(counts.values())
+            if done % 25 == 0:
+                print(f"... {done}/{len(jobs)} mutants, {time.monotonic() - started:.0f} s", flush=True)
+
+        run_jobs(jobs, args.jobs, timeout, logdir, on_result)
+
+    detected = counts["killed"] + counts["timeout"]
+    total = sum(counts.values())
+    print(f"\n{total} mutants run ({len(equivalents)} listed as equivalent, not run): "
+          f"{counts['killed']} killed, {counts['timeout']} timed out, {counts['survived']} survived, "
+          f"{counts['error']} errors, in {time.monotonic() - started:.0f} s")
+    if total:
+        print(f"score: {detected}/{total - counts['error']} = {100 * detected / max(total - counts['error'], 1):.1f}% "
+              "of the non-equivalent mutants")
+    for ident in stale:
+        print(f"stale entry in the equivalents file (no such mutant now): {ident}")
+    return 0 if counts["survived"] == 0 and counts["error"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
