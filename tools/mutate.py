@@ -90,6 +90,8 @@ class Mutant:
     ident: str  # stable id: path::qualname::description::k
     line: int
     description: str
+    lines: tuple[int, int] = (0, 0)  # the source lines whose execution runs the mutated code
+    in_body: bool = False  # inside a function body (not a default, not module level)
 
 
 class _Mutator(ast.NodeTransformer):
@@ -101,7 +103,17 @@ class _Mutator(ast.NodeTransformer):
         self.count = 0
         self.points: list[tuple[str, int, str]] = []  # (qualname, line, description)
         self.scope: list[str] = []
+        self.statements: list[ast.stmt] = []
         self.applied = False
+
+    def visit(self, node):
+        if not isinstance(node, ast.stmt):
+            return super().visit(node)
+        self.statements.append(node)
+        try:
+            return super().visit(node)
+        finally:
+            self.statements.pop()
 
     # -- bookkeeping -------------------------------------------------------------------
     def _point(self, node: ast.AST, description: str) -> bool:
@@ -111,7 +123,10 @@ class _Mutator(ast.NodeTransformer):
         if len(snippet) > 48:
             snippet = snippet[:45] + "..."
         qualname = ".".join(self.scope) or "<module>"
-        self.points.append((qualname, getattr(node, "lineno", 0), f"{description} in `{snippet}`"))
+        stmt = self.statements[-1] if self.statements else node
+        in_body = bool(self.scope) and not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        lines = (getattr(stmt, "lineno", 0), getattr(node, "end_lineno", 0) or getattr(stmt, "end_lineno", 0))
+        self.points.append((qualname, getattr(node, "lineno", 0), f"{description} in `{snippet}`", lines, in_body))
         hit = self.target == self.count
         self.count += 1
         if hit:
@@ -271,11 +286,11 @@ def enumerate_mutants(path: Path) -> list[Mutant]:
     module = _module_name(path)
     seen: dict[str, int] = {}
     mutants = []
-    for index, (qualname, line, description) in enumerate(mutator.points):
+    for index, (qualname, line, description, lines, in_body) in enumerate(mutator.points):
         key = f"{rel}::{qualname}::{description}"
         k = seen.get(key, 0)
         seen[key] = k + 1
-        mutants.append(Mutant(rel, module, index, f"{key}::{k}", line, description))
+        mutants.append(Mutant(rel, module, index, f"{key}::{k}", line, description, lines, in_body))
     return mutants
 
 
@@ -356,24 +371,114 @@ class _SourceFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         exec(compile(self.source, str(self.path), "exec"), module.__dict__)
 
 
+def _patch_module(module: str, path: Path, source: str) -> None:
+    """Run ``source`` in the already imported module ``module`` and point every camlens module's
+    references to its old functions and classes at the new ones (``from .x import f`` bindings,
+    also inside top-level dicts, lists and tuples)."""
+    import inspect
+
+    target = sys.modules[module]
+    old = dict(target.__dict__)
+    exec(compile(source, str(path), "exec"), target.__dict__)
+    target._mutate_old_namespace = old  # keeps the old objects (and their ids) alive
+    new = {id(v): target.__dict__[k] for k, v in old.items()
+           if (inspect.isfunction(v) or inspect.isclass(v)) and target.__dict__.get(k) is not v and k in target.__dict__}
+
+    def swap(value):
+        if id(value) in new:
+            return new[id(value)]
+        if isinstance(value, dict):
+            for key, item in list(value.items()):
+                if id(item) in new:
+                    value[key] = new[id(item)]
+        elif isinstance(value, list):
+            value[:] = [new.get(id(item), item) for item in value]
+        elif type(value) is tuple and any(id(item) in new for item in value):
+            return tuple(new.get(id(item), item) for item in value)
+        return value
+
+    for name, other in list(sys.modules.items()):
+        if other is None or other is target or not (name == "camlens" or name.startswith("camlens.")):
+            continue
+        for key, value in list(vars(other).items()):
+            replaced = swap(value)
+            if replaced is not value:
+                setattr(other, key, replaced)
+
+
+class _LineRecorder:
+    """pytest plugin: which test runs which line of the files being mutated, and how long it takes."""
+
+    def __init__(self, files: set[str]) -> None:
+        self.files = files
+        self.lines: dict[str, dict[int, set[str]]] = {}
+        self.durations: dict[str, float] = {}
+        self.current = ""
+
+    def _global(self, frame, event, arg):
+        return self._local if frame.f_code.co_filename in self.files else None
+
+    def _local(self, frame, event, arg):
+        if event == "line":
+            self.lines.setdefault(frame.f_code.co_filename, {}).setdefault(frame.f_lineno, set()).add(self.current)
+        return self._local
+
+    def pytest_runtest_protocol(self, item, nextitem):
+        import threading
+
+        self.current = item.nodeid
+        start = time.perf_counter()
+        sys.settrace(self._global)
+        threading.settrace(self._global)
+        try:
+            yield
+        finally:
+            sys.settrace(None)
+            threading.settrace(None)
+            self.durations[item.nodeid] = time.perf_counter() - start
+
+    def dump(self, path: Path) -> None:
+        data = {"durations": self.durations,
+                "lines": {f: {str(n): sorted(t) for n, t in lines.items()} for f, lines in self.lines.items()}}
+        path.write_text(json.dumps(data), encoding="utf-8")
+
+
 def _pytest_args(tests: list[str]) -> list[str]:
-    return [*tests, "-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--tb=line",
+    # no plugin autoloading, no gc.collect() at exit (pytest's unraisable-exception check):
+    # together they are most of a short run's time
+    return [*tests, "-x", "-q", "-p", "no:cacheprovider", "-p", "no:unraisableexception", "-o", "addopts=", "--tb=line",
             "-W", "ignore::DeprecationWarning", "--rootdir", str(ROOT)]
 
 
-def _child(module: str | None, path: Path | None, source: str | None, tests: list[str], log: Path) -> None:
+def _child(module: str | None, path: Path | None, source: str | None, tests: list[str], log: Path, patch: bool) -> None:
     """In the forked child: install the mutant, run the tests, exit with pytest's code."""
     try:
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
-        if module is not None:
+        if module is not None and patch:
+            _patch_module(module, path, source)
+        elif module is not None:
             sys.meta_path.insert(0, _SourceFinder(module, path, source))
         import pytest
         import torch
 
         torch.set_num_threads(1)
-        code = pytest.main(_pytest_args(tests))
+        os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+        plugins = []
+        if isinstance(tests, tuple):  # (test files, files to record, where to write the lines)
+            tests, files, dump = tests
+
+            class Recorder(_LineRecorder):
+                @pytest.hookimpl(hookwrapper=True)
+                def pytest_runtest_protocol(self, item, nextitem):
+                    yield from _LineRecorder.pytest_runtest_protocol(self, item, nextitem)
+
+            recorder = Recorder(set(files))
+            plugins.append(recorder)
+        code = pytest.main(_pytest_args(tests), plugins=plugins)
+        if plugins:
+            recorder.dump(dump)
     except BaseException:  # noqa: BLE001 - anything in the child is a result, not a crash of the runner
         import traceback
 
@@ -384,33 +489,36 @@ def _child(module: str | None, path: Path | None, source: str | None, tests: lis
     os._exit(int(code))
 
 
-def _start(job, logdir: Path):
+def _start(job, logdir: Path, patch: bool):
+    """job: (mutant, path, tests); mutant None: the unmutated code, or its source re-run in
+    place when ``path`` is given (the check that patching itself breaks nothing)."""
     mutant, path, tests = job
     if mutant is None:
-        module, source = None, None
-        log = logdir / "baseline.log"
+        module = _module_name(path) if path is not None else None
+        source = path.read_text(encoding="utf-8") if path is not None else None
+        log = logdir / f"baseline-{module or 'plain'}.log"
     else:
         module, source = mutant.module, mutated_source(path, mutant.index)
         log = logdir / f"{mutant.module}.{mutant.index}.log"
     pid = os.fork()
     if pid == 0:
-        _child(module, path, source, tests, log)
+        _child(module, path, source, tests, log, patch)
     return pid, log
 
 
-def run_jobs(jobs: list, workers: int, timeout: float, logdir: Path, on_result) -> None:
+def run_jobs(jobs: list, workers: int, timeout: float, logdir: Path, on_result, patch=lambda job: False) -> None:
     pending = list(jobs)
     running: dict[int, tuple] = {}
     while pending or running:
         while pending and len(running) < workers:
             job = pending.pop(0)
-            pid, log = _start(job, logdir)
+            pid, log = _start(job, logdir, patch(job))
             running[pid] = (job, time.monotonic(), log)
         pid, status = os.waitpid(-1, os.WNOHANG)
         if pid == 0:
             now = time.monotonic()
             for child, (job, started, log) in list(running.items()):
-                if now - started > timeout:
+                if now - started > (timeout(job) if callable(timeout) else timeout):
                     os.kill(child, signal.SIGKILL)
                     os.waitpid(child, 0)
                     del running[child]
@@ -433,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--show", metavar="ID", help="print the diff of one mutant and exit")
     parser.add_argument("--survivors", action="store_true", help="rerun only the last run's survivors")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per mutant (default: 4x the baseline + 20)")
+    parser.add_argument("--fresh", action="store_true", help="import camlens afresh for every mutant (slower)")
     parser.add_argument("--results", default=str(ROOT / ".mutation" / "results.jsonl"))
     args = parser.parse_args(argv)
 
@@ -465,41 +574,98 @@ def main(argv: list[str] | None = None) -> int:
     results_path = Path(args.results)
     results_path.parent.mkdir(parents=True, exist_ok=True)
     if args.survivors:
-        previous = [json.loads(line) for line in results_path.read_text().splitlines()] if results_path.exists() else []
-        again = {r["id"] for r in previous if r["outcome"] == "survived"}
-        jobs = [job for job in jobs if job[0].ident in again]
+        last = {}
+        if results_path.exists():
+            for line in results_path.read_text().splitlines():
+                record = json.loads(line)
+                last[record["id"]] = record["outcome"]
+        jobs = [job for job in jobs if last.get(job[0].ident) == "survived"]
     jobs = [job for job in jobs if job[0].ident not in equivalents]
 
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MPLBACKEND", "Agg")
     for module in config.get("preload", []):
         try:
             importlib.import_module(module)
         except ImportError:
             pass
     sys.path.insert(0, str(ROOT / "src"))
-    os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
     logdir = results_path.parent / "logs"
     logdir.mkdir(exist_ok=True)
 
-    # the unmutated code must pass its tests, or every mutant would look killed
-    baseline_times = {}
-    for tests in sorted({tuple(t) for _, _, t in jobs}):
+    def run_one(job, patch: bool, timeout: float = 3600) -> dict:
         outcome = {}
-        run_jobs([(None, None, list(tests))], 1, 3600, logdir,
-                 lambda job, result, seconds, log: outcome.update(result=result, seconds=seconds, log=log))
-        if outcome["result"] != "survived":
-            print(f"the unmutated code fails {' '.join(tests)}; see {outcome['log']}", file=sys.stderr)
-            return 2
-        baseline_times[tests] = outcome["seconds"]
-        print(f"baseline {' '.join(tests)}: {outcome['seconds']:.1f} s", flush=True)
-    timeout = args.timeout or 4 * max(baseline_times.values(), default=10) + 20
+        run_jobs([job], 1, timeout, logdir, lambda job, result, seconds, log: outcome.update(
+            result=result, seconds=seconds, log=log), lambda job: patch)
+        return outcome
+
+    # the unmutated code must pass its tests (or every mutant would look killed); this run also
+    # records which test runs which line, so that a mutant runs only the tests that reach it
+    all_tests = sorted({t for _, _, tests in jobs for t in tests})
+    coverage_path = results_path.parent / "lines.json"
+    files = sorted({str(job[1]) for job in jobs})
+    outcome = run_one((None, None, (all_tests, files, coverage_path)), patch=False)
+    if outcome.get("result") != "survived":
+        print(f"the unmutated code fails {' '.join(all_tests)}; see {outcome['log']}", file=sys.stderr)
+        return 2
+    print(f"baseline (and which test runs which line) {' '.join(all_tests)}: {outcome['seconds']:.1f} s", flush=True)
+    recorded = json.loads(coverage_path.read_text(encoding="utf-8"))
+    durations = recorded["durations"]
+
+    def selected(mutant, path, tests):
+        """The target's tests that run the mutated lines, fastest first (all of them when the
+        mutated code runs at import time: a default value, a module-level constant)."""
+        lines = recorded["lines"].get(str(path), {})
+        first, last = mutant.lines
+        nodes = set().union(*(lines.get(str(n), ()) for n in range(first, last + 1)))
+        nodes = {n for n in nodes if n.split("::")[0] in tests}
+        if not nodes and not mutant.in_body:
+            nodes = {n for n in durations if n.split("::")[0] in tests}
+        return sorted(nodes, key=lambda n: durations.get(n, 0.0))
+
+    uncovered = []
+    runnable = []
+    for mutant, path, tests in jobs:
+        nodes = selected(mutant, path, tests)
+        if nodes:
+            runnable.append((mutant, path, nodes))
+        else:
+            uncovered.append((mutant, path, tests))
+    jobs = runnable
+
+    def timeout_of(job):
+        return args.timeout or 20 + 5 * sum(durations.get(n, 1.0) for n in job[2])
+
+    timeout = max((timeout_of(job) for job in jobs), default=60)
+    baseline_times = {}
+
+    # fast mode: camlens imported once in this process; a child re-runs the mutated module in
+    # place. A module whose own unmutated source does not survive that is run fresh instead.
+    patched_paths: set[Path] = set()
+    if not args.fresh:
+        import camlens  # noqa: F401
+
+        for path in sorted({job[1] for job in jobs}):
+            importlib.import_module(_module_name(path))
+        for path in sorted({job[1] for job in jobs}):
+            tests = sorted({n for job in jobs if job[1] == path for n in job[2]}, key=lambda n: durations.get(n, 0.0))
+            if run_one((None, path, tests), patch=True, timeout=timeout).get("result") == "survived":
+                patched_paths.add(path)
+            else:
+                print(f"{path.relative_to(ROOT)}: re-running it in place breaks its tests; mutants run fresh", flush=True)
 
     counts = {"killed": 0, "timeout": 0, "survived": 0, "error": 0}
     started = time.monotonic()
     mode = "a" if args.survivors else "w"
+    recheck = []
     with open(results_path, mode, encoding="utf-8") as out:
         def on_result(job, outcome, seconds, log):
             mutant = job[0]
+            if outcome == "survived" and job[1] in patched_paths and job not in recheck and seconds > 0:
+                recheck.append(job)  # confirmed by a fresh run below
+                log.unlink(missing_ok=True)
+                return
             counts[outcome] += 1
             out.write(json.dumps({"id": mutant.ident, "path": mutant.path, "line": mutant.line,
                                   "outcome": outcome, "seconds": round(seconds, 2)}) + "\n")
@@ -512,7 +678,12 @@ def main(argv: list[str] | None = None) -> int:
             if done % 25 == 0:
                 print(f"... {done}/{len(jobs)} mutants, {time.monotonic() - started:.0f} s", flush=True)
 
-        run_jobs(jobs, args.jobs, timeout, logdir, on_result)
+        for mutant, path, tests in uncovered:  # no test runs this line: it survives without a run
+            on_result((mutant, path, tests), "survived", 0.0, logdir / "none.log")
+        run_jobs(jobs, args.jobs, timeout_of, logdir, on_result, lambda job: job[1] in patched_paths)
+        if recheck:
+            print(f"{len(recheck)} survivors: checking each in a fresh import", flush=True)
+            run_jobs(recheck, args.jobs, timeout_of, logdir, on_result, lambda job: False)
 
     detected = counts["killed"] + counts["timeout"]
     total = sum(counts.values())
