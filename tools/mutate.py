@@ -459,6 +459,8 @@ def _child(module: str | None, path: Path | None, source: str | None, tests: lis
         if module is not None and patch:
             _patch_module(module, path, source)
         elif module is not None:
+            for name in [n for n in sys.modules if n == "camlens" or n.startswith("camlens.")]:
+                del sys.modules[name]  # a fresh import (the parent may hold camlens already)
             sys.meta_path.insert(0, _SourceFinder(module, path, source))
         import pytest
         import torch
@@ -614,25 +616,25 @@ def main(argv: list[str] | None = None) -> int:
     durations = recorded["durations"]
 
     def selected(mutant, path, tests):
-        """The target's tests that run the mutated lines, fastest first (all of them when the
-        mutated code runs at import time: a default value, a module-level constant)."""
+        """The target's tests that run the mutated lines, fastest first; None when no test runs
+        them (code that runs at import time: a default value, a decorator, a constant)."""
         lines = recorded["lines"].get(str(path), {})
         first, last = mutant.lines
         nodes = set().union(*(lines.get(str(n), ()) for n in range(first, last + 1)))
         nodes = {n for n in nodes if n.split("::")[0] in tests}
-        if not nodes and not mutant.in_body:
-            nodes = {n for n in durations if n.split("::")[0] in tests}
-        return sorted(nodes, key=lambda n: durations.get(n, 0.0))
+        return sorted(nodes, key=lambda n: durations.get(n, 0.0)) or None
 
-    uncovered = []
+    # a mutant no test reaches runs every test of its target, in a fresh import
+    fresh_ids = set()
     runnable = []
     for mutant, path, tests in jobs:
         nodes = selected(mutant, path, tests)
-        if nodes:
-            runnable.append((mutant, path, nodes))
-        else:
-            uncovered.append((mutant, path, tests))
+        if nodes is None:
+            fresh_ids.add(mutant.ident)
+            nodes = sorted((n for n in durations if n.split("::")[0] in tests), key=lambda n: durations[n])
+        runnable.append((mutant, path, nodes))
     jobs = runnable
+    uncovered = []
 
     def timeout_of(job):
         return args.timeout or 20 + 5 * sum(durations.get(n, 1.0) for n in job[2])
@@ -662,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(results_path, mode, encoding="utf-8") as out:
         def on_result(job, outcome, seconds, log):
             mutant = job[0]
-            if outcome == "survived" and job[1] in patched_paths and job not in recheck and seconds > 0:
+            if outcome == "survived" and job[1] in patched_paths and job[0].ident not in fresh_ids and job not in recheck:
                 recheck.append(job)  # confirmed by a fresh run below
                 log.unlink(missing_ok=True)
                 return
@@ -676,11 +678,10 @@ def main(argv: list[str] | None = None) -> int:
                 log.unlink(missing_ok=True)
             done = sum(counts.values())
             if done % 25 == 0:
-                print(f"... {done}/{len(jobs)} mutants, {time.monotonic() - started:.0f} s", flush=True)
+                print(f"... {done}/{len(jobs) + len(uncovered)} mutants, {time.monotonic() - started:.0f} s", flush=True)
 
-        for mutant, path, tests in uncovered:  # no test runs this line: it survives without a run
-            on_result((mutant, path, tests), "survived", 0.0, logdir / "none.log")
-        run_jobs(jobs, args.jobs, timeout_of, logdir, on_result, lambda job: job[1] in patched_paths)
+        run_jobs(jobs, args.jobs, timeout_of, logdir, on_result,
+                 lambda job: job[1] in patched_paths and job[0].ident not in fresh_ids)
         if recheck:
             print(f"{len(recheck)} survivors: checking each in a fresh import", flush=True)
             run_jobs(recheck, args.jobs, timeout_of, logdir, on_result, lambda job: False)
