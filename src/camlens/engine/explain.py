@@ -447,13 +447,13 @@ def _explain(model, inputs, methods, layers, request, fuse, batch_size, progress
             _validate.check_grid(model, inputs, layer, grid, allow_1x1)
         available: dict[str, Any] = {"activations": grid, **full_pass}
         if extra:  # gradients w.r.t. the layer's own output, put on the grid like `gradients`
-            graph = graph_inputs(needs, bound.graph_logits, class_index, acts)
-            if "hessian_products" in graph:
-                graph["hessian_products"] = lay.gradients_to_grid(graph["hessian_products"]).float()
-            if "logit_gradients" in graph:
-                per_layer = graph["logit_gradients"]
-                graph["logit_gradients"] = lambda fn, per_layer=per_layer, lay=lay: lay.gradients_to_grid(per_layer(fn)).float()
-            available.update(graph)
+            from_graph = graph_inputs(needs, bound.graph_logits, class_index, acts)
+            if "hessian_products" in from_graph:
+                from_graph["hessian_products"] = lay.gradients_to_grid(from_graph["hessian_products"]).float()
+            if "logit_gradients" in from_graph:
+                per_layer = from_graph["logit_gradients"]
+                from_graph["logit_gradients"] = lambda fn, per_layer=per_layer, lay=lay: lay.gradients_to_grid(per_layer(fn)).float()
+            available.update(from_graph)
         if grads is not None:
             available["gradients"] = lay.gradients_to_grid(grads).float()
         if ("class_weights" in needs or "score_maps" in needs) and not is_class:

@@ -89,56 +89,6 @@ def resolve_classes(classes: Any, logits: torch.Tensor) -> torch.Tensor:
     return result
 
 
-class _TargetTap:
-    """Forward hook on the target layer: stores its output, optionally as a gradient leaf."""
-
-    def __init__(self, call: int | None, with_grad: bool) -> None:
-        self.call, self.with_grad = call, with_grad
-        self.calls = 0
-        self.outputs: dict[int, torch.Tensor] = {}
-
-    def __call__(self, module: nn.Module, args: tuple, output: Any) -> Any:
-        index = self.calls
-        self.calls += 1
-        if self.call is not None and self.call >= 0 and index != self.call:
-            return None
-        if not isinstance(output, torch.Tensor):
-            raise InputError(
-                f"the target layer ({type(module).__name__}) returns {type(output).__name__}, not a "
-                "tensor; pick a layer whose output is a (N, C, h, w) feature map"
-            )
-        if not self.with_grad:
-            self.outputs[index] = output.detach().clone()
-            return None
-        if torch.is_grad_enabled() and output.requires_grad:
-            # An earlier target layer (fusion) already turned grad on: keep this output in
-            # the graph so that the gradient still flows back to that layer.
-            self.outputs[index] = output
-            return output.clone()
-        torch.set_grad_enabled(True)
-        leaf = output.detach().requires_grad_(True)
-        self.outputs[index] = leaf
-        return leaf.clone()
-
-    def activations(self, name: str) -> torch.Tensor:
-        base, _ = parse_layer_name(name)
-        if self.calls == 0:
-            raise LayerNotExecutedError(_not_run_message(f"Target layer {base!r}"))
-        if self.call is None:
-            if self.calls > 1:
-                raise MultipleCallsError(
-                    f"target layer {base!r} ran {self.calls} times in one forward (the module is "
-                    f"reused); pick one call as target_layer: "
-                    f"{', '.join(f'{base}:{k}' for k in range(self.calls))}"
-                )
-            index = 0
-        else:
-            index = self.call if self.call >= 0 else self.calls + self.call
-        if index not in self.outputs:
-            raise MultipleCallsError(f"target layer {base!r} ran {self.calls} time(s); there is no call {self.call}")
-        return self.outputs[index]
-
-
 @dataclass
 class Bound:
     """A target read against one forward.
