@@ -2,6 +2,7 @@
 
 Run:  python benchmarks/bench_core.py            (resnet50, batch 8, 224×224, CPU)
       python benchmarks/bench_core.py --quick    (fewer repeats)
+      python benchmarks/bench_core.py --readme   (also the table into README.md, <!-- bench_core --> markers)
 
 Targets (issue 2): cam ≤ 1.02× and gradcam ≤ 1.05× the plain forward at the last layer.
 Runs are interleaved (forward, cam, gradcam, forward, ...) so background load hits all
@@ -18,6 +19,7 @@ import time
 import torch
 import torchvision
 
+import _readme
 import camlens
 
 
@@ -57,6 +59,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="3 repeats")
+    parser.add_argument("--readme", action="store_true", help="write the table into README.md (<!-- bench_core -->)")
     args = parser.parse_args()
     repeats = 3 if args.quick else args.repeats
     medians = run(args.model, args.batch, repeats=repeats)
@@ -67,6 +70,15 @@ def main() -> None:
     for name, seconds in medians.items():
         print(f"{name:40s} {seconds:8.3f} {seconds / base:10.3f}")
     print("targets: cam ≤ 1.02×, gradcam ≤ 1.05×")
+    targets = {"cam": "≤ 1.02×", "gradcam": "≤ 1.05×", "gradcam, target found automatically": "≤ 1.05×"}
+    table = "\n".join(
+        [f"{args.model} (random weights), batch {args.batch}, 224×224, median of {repeats} interleaved runs; {_readme.machine()}",
+         "", "| case | seconds | × plain no-grad forward | target |", "|---|---:|---:|---|"]
+        + [f"| {name} | {seconds:.3f} | {seconds / base:.3f} | {targets.get(name, '')} |" for name, seconds in medians.items()])
+    if args.readme:
+        if args.quick:
+            raise SystemExit("--readme takes the full run's figures: drop --quick")
+        _readme.write_block("bench_core", table)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+import _readme
 import camlens
 from camlens.methods import GRADIENT_METHODS
 
@@ -172,35 +173,41 @@ def have(module: str) -> bool:
 
 
 # ---------------------------------------------------------------- sections
-def bench_gradient(args) -> None:
+# Each section returns its markdown (a caption line, then a table); main() prints it and, with
+# --readme, writes it into README.md between <!-- bench_methods:SECTION --> markers.
+def bench_gradient(args) -> str:
     import torchvision
 
     torch.manual_seed(0)
     model = torchvision.models.resnet50().eval()
     x = torch.randn(args.batch, 3, args.size, args.size)
-    print(f"\n## Gradient methods: resnet50, batch {args.batch}, {args.size}x{args.size}, layer4 (ratio to a no-grad forward)")
 
     def forward():
         with torch.no_grad():
             model(x)
 
     base = best_time(forward, args.repeats)
-    print(f"plain forward: {base:.3f} s")
-    print("(median of paired ratios: each run timed right after a forward)")
+    rows = [("plain `torch.no_grad()` forward", base, 1.0, "")]
     for name in GRADIENT_METHODS:
         ratio, t = paired_ratio(lambda: camlens.explain(model, x, name, "layer4"), forward, args.repeats)
-        print(f"  {name:<14} {t:.3f} s  {ratio:.3f}x forward")
+        rows.append((f"`{name}`", t, ratio, "≤ 1.05× forward"))
+        print(f"  {name:<14} {t:.3f} s  {ratio:.3f}x forward", flush=True)
     ratio, t = paired_ratio(lambda: camlens.explain(model, x, list(GRADIENT_METHODS), "layer4"), forward, args.repeats)
-    print(f"  all six in one call: {t:.3f} s  {ratio:.3f}x forward")
-    ratio, t = paired_ratio(lambda: camlens.explain(model, x, "gradcam", "layer4", classes="top5"),
-                            lambda: camlens.explain(model, x, "gradcam", "layer4", classes="top1"), args.repeats)
-    print(f"  gradcam top-5 classes: {t:.3f} s  {ratio:.3f}x top-1")
+    rows.append(("all six gradient methods in one call", t, ratio, "≤ 1.15× forward"))
+    top1 = lambda: camlens.explain(model, x, "gradcam", "layer4", classes="top1")  # noqa: E731
+    ratio5, t5 = paired_ratio(lambda: camlens.explain(model, x, "gradcam", "layer4", classes="top5"), top1, args.repeats)
     if have("pytorch_grad_cam"):
         ratio, t = paired_ratio(lambda: pgc_cam("gradcam", model, model.layer4, x, [0] * args.batch), forward, args.repeats)
-        print(f"  peer pytorch-grad-cam GradCAM: {t:.3f} s  {ratio:.3f}x forward")
+        rows.append(("peer: pytorch-grad-cam `GradCAM`", t, ratio, ""))
     if have("torchcam"):
         ratio, t = paired_ratio(lambda: torchcam_cam("gradcam", model, "layer4", x, [0] * args.batch), forward, args.repeats)
-        print(f"  peer torchcam GradCAM: {t:.3f} s  {ratio:.3f}x forward")
+        rows.append(("peer: torchcam `GradCAM`", t, ratio, ""))
+    lines = [f"resnet50 (random weights), batch {args.batch}, {args.size}×{args.size}, `layer4`; median of "
+             f"{args.repeats} paired ratios (each run timed right after a plain forward); {_readme.machine()}",
+             "", "| case | seconds (best) | × plain forward | target |", "|---|---:|---:|---|"]
+    lines += [f"| {label} | {t:.3f} | {ratio:.2f}× | {target} |" for label, t, ratio, target in rows]
+    lines.append(f"| `gradcam`, top-5 classes (one batched backward) | {t5:.3f} | {ratio5:.2f}× top-1 | ≤ 1.4× top-1 |")
+    return "\n".join(lines)
 
 
 FAMILY = ("gradcam_elementwise", "shapleycam", "finercam", "fem", "kpcacam", "randomcam", "fullgrad",
@@ -217,15 +224,13 @@ FAMILY_PASS = {
 }
 
 
-def bench_family(args) -> None:
+def bench_family(args) -> str:
     """The newer methods: each alone, and its extra cost when requested together with Grad-CAM."""
     import torchvision
 
     torch.manual_seed(0)
     model = torchvision.models.resnet50().eval()
     x = torch.randn(args.batch, 3, args.size, args.size)
-    print(f"\n## The rest of the family: resnet50, batch {args.batch}, {args.size}x{args.size}, layer4")
-    print("(median of paired ratios; 'with gradcam' is one call for both, against Grad-CAM alone)")
 
     def forward():
         with torch.no_grad():
@@ -234,13 +239,17 @@ def bench_family(args) -> None:
     def gradcam_alone():
         camlens.explain(model, x, "gradcam", "layer4")
 
-    print("| method | pass | alone: × forward | [gradcam, method] in one call: × gradcam alone |")
-    print("|---|---|---|---|")
+    lines = [f"resnet50 (random weights), batch {args.batch}, {args.size}×{args.size}, `layer4`; median of "
+             f"{args.repeats} paired ratios; 'with Grad-CAM' is one call for both, against Grad-CAM alone; "
+             f"{_readme.machine()}", "",
+             "| method | what it adds to the one pass | alone: × forward | `[\"gradcam\", method]` in one call: × Grad-CAM alone |",
+             "|---|---|---:|---:|"]
     for name in FAMILY:
         alone, _ = paired_ratio(lambda: camlens.explain(model, x, name, "layer4"), forward, args.repeats)
         shared, _ = paired_ratio(lambda: camlens.explain(model, x, ["gradcam", name], "layer4"), gradcam_alone,
                                  args.repeats)
-        print(f"| {name} | {FAMILY_PASS[name]} | {alone:.2f}× | {shared:.2f}× |", flush=True)
+        lines.append(f"| `{name}` | {FAMILY_PASS[name]} | {alone:.2f}× | {shared:.2f}× |")
+        print(lines[-1], flush=True)
     if have("pytorch_grad_cam"):
         import pytorch_grad_cam as pgc
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -252,10 +261,12 @@ def bench_family(args) -> None:
                     cam(input_tensor=x, targets=targets)
 
             ratio, _ = paired_ratio(lambda: quiet(run), forward, args.repeats)
-            print(f"| peer pytorch-grad-cam {label} | | {ratio:.2f}× | |", flush=True)
+            lines.append(f"| peer: pytorch-grad-cam `{label}` | | {ratio:.2f}× | |")
+            print(lines[-1], flush=True)
+    return "\n".join(lines)
 
 
-def compare_row(method, label, model, layer, x, top_k, peers, rounds, peer_model=None, peer_layer=None) -> None:
+def compare_row(method, label, model, layer, x, top_k, peers, rounds, peer_model=None, peer_layer=None) -> str:
     """One speed table for ``method``: each implementation once per round, rounds interleaved, best kept.
 
     Interleaving spreads the shared machine's slow spells over every implementation alike, and
@@ -283,20 +294,22 @@ def compare_row(method, label, model, layer, x, top_k, peers, rounds, peer_model
             times[name] = min(times[name], time.perf_counter() - start)
     peer_times = [times[p] for p in ("pytorch-grad-cam", "torchcam") if p in times]
     fastest = min(peer_times) if peer_times else None
-    print(f"\n### {method}, {label}; best of {rounds} interleaved round(s)")
-    print("| implementation | time (s) | speed-up vs faster peer | r vs camlens exact | r vs pytorch-grad-cam | r vs torchcam |")
-    print("|---|---|---|---|---|---|")
+    lines = [f"**{method}**, {label}; best of {rounds} interleaved round(s)", "",
+             "| implementation | seconds | speed-up vs the faster peer | r vs camlens exact | r vs pytorch-grad-cam | r vs torchcam |",
+             "|---|---:|---:|---:|---:|---:|"]
     for name in ("exact", "fast", "pytorch-grad-cam", "torchcam"):
         if name not in times:
             continue
-        label_name = {"exact": "camlens" + (" exact" if top_k else ""), "fast": f"camlens fast (top_k={top_k})"}.get(name, name)
-        speed = f"{fastest / times[name]:.2f}x" if fastest else "-"
+        label_name = {"exact": "camlens" + (" exact" if top_k else ""), "fast": f"camlens fast (`top_k={top_k}`)"}.get(name, name)
+        speed = f"{fastest / times[name]:.2f}×" if fastest else "-"
         r = [f"{pearson(maps[name], maps[o]):.4f}" if o in maps and o != name else "-"
              for o in ("exact", "pytorch-grad-cam", "torchcam")]
-        print(f"| {label_name} | {times[name]:.2f} | {speed} | {' | '.join(r)} |")
+        lines.append(f"| {label_name} | {times[name]:.2f} | {speed} | {' | '.join(r)} |")
+    print("\n".join(lines), flush=True)
+    return "\n".join(lines)
 
 
-def bench_rerun_methods(args) -> None:
+def bench_rerun_methods(args) -> str:
     """Score-CAM (exact and fast) and Ablation-CAM: the methods that re-run the model per channel."""
     import torchvision
 
@@ -310,14 +323,17 @@ def bench_rerun_methods(args) -> None:
         x = F.interpolate(x, size=(args.size, args.size), mode="bilinear")
     rounds = 1 if args.quick else 2
     lite0 = "EfficientNet-Lite0 (pretrained), 'chelsea', head activation (camlens `_swish:1`, peers `_head_act`)"
+    tables = [_readme.machine()]
     for method, top_k in (("scorecam", args.top_k), ("ablationcam", None)):
-        compare_row(method, f"resnet18 (random weights), batch 1, {tuple(x.shape[-2:])}, layer4", model, "layer4", x,
-                    top_k, peers, rounds)
-        compare_row(method, lite0, loaded.model, "_swish:1", loaded.preprocess([photos["chelsea"]]), top_k, peers,
-                    rounds, peer_model=wrapped, peer_layer="_head_act")
+        size = "×".join(map(str, x.shape[-2:]))
+        tables.append(compare_row(method, f"resnet18 (random weights), 'chelsea', batch 1, {size}, `layer4`", model,
+                                  "layer4", x, top_k, peers, rounds))
+        tables.append(compare_row(method, lite0, loaded.model, "_swish:1", loaded.preprocess([photos["chelsea"]]),
+                                  top_k, peers, rounds, peer_model=wrapped, peer_layer="_head_act"))
+    return "\n\n".join(tables)
 
 
-def bench_agreement(args) -> None:
+def bench_agreement(args) -> str:
     loaded, wrapped = lite0_with_head_activation()
     # camlens runs its default target `_swish:1` on the model as shipped; the peers hook the
     # same tensor as `_head_act` of the wrapped copy (see lite0_with_head_activation).
@@ -327,15 +343,9 @@ def bench_agreement(args) -> None:
     names = ["chelsea", "coffee"] if args.quick else list(photos)
     x = loaded.preprocess([photos[n] for n in names])
     size = tuple(x.shape[-2:])
-    print(f"\n## Agreement with the peers: EfficientNet-Lite0 (pretrained), photos {names}, "
-          f"head activation (camlens `{layer}`, peers `{peer_layer}`)")
-    print("Pearson r between the final maps (ReLU, bilinear upsampling, min-max), mean over photos.")
-    print("Noise-averaged methods use the same sample count as the peer; their last column is the")
-    print("agreement of camlens with itself under another noise seed (the floor to compare with).")
-    print("(kpcacam: pytorch-grad-cam keeps scikit-learn's arbitrary sign, camlens fixes it to agree with the mean")
-    print("activation, so a photo where the signs differ shows a low or negative r; the raw projections agree up to sign)")
-    print("| method | pytorch-grad-cam | torchcam | camlens, another noise seed |")
-    print("|---|---|---|---|")
+    lines = [f"EfficientNet-Lite0 (pretrained), the photos {', '.join(names)}, head activation (camlens `{layer}`, "
+             f"peers `{peer_layer}`); mean Pearson r of the final maps (ReLU, bilinear upsampling, min-max)", "",
+             "| method | pytorch-grad-cam | torchcam | camlens, another noise seed |", "|---|---:|---:|---:|"]
     methods = list(GRADIENT_METHODS) + ["eigencam", "smoothgradcampp", "scorecam", "ablationcam", "sscam", "iscam",
                                         "gradcam_elementwise", "fem", "shapleycam", "fullgrad", "kpcacam"]
     slow = {"scorecam", "ablationcam", "sscam", "iscam"}
@@ -343,7 +353,7 @@ def bench_agreement(args) -> None:
         xs = x[:1] if name in slow else x
         options = {"samples": 2} if name in ("sscam", "iscam") else {"samples": 4} if name == "smoothgradcampp" else {}
         if name in ("sscam", "iscam") and args.quick:
-            print(f"| {name} | - | (skipped in --quick) | - |")
+            lines.append(f"| `{name}` | - | (skipped in --quick) | - |")
             continue
         ours = camlens.explain(model, xs, name, layer, progress=False, **options)
         cls = ours.classes[:, 0]
@@ -363,7 +373,9 @@ def bench_agreement(args) -> None:
             cells.append(f"{pearson(ours.maps[:, 0], other.maps[:, 0]):.4f}")
         else:
             cells.append("-")
-        print(f"| {name} | {' | '.join(cells)} |")
+        lines.append(f"| `{name}` | {' | '.join(cells)} |")
+        print(lines[-1], flush=True)
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -372,7 +384,11 @@ def main() -> None:
     parser.add_argument("--only", choices=["gradient", "family", "scorecam", "agreement"],
                         help="run one section ('scorecam': Score-CAM and Ablation-CAM speed)")
     parser.add_argument("--top-k", type=int, default=64, help="channels scored by Score-CAM's fast mode")
+    parser.add_argument("--readme", action="store_true",
+                        help="write each section's table into README.md between <!-- bench_methods:SECTION --> markers")
     args = parser.parse_args()
+    if args.readme and args.quick:
+        parser.error("--readme takes the full run's figures: drop --quick")
     args.batch, args.size, args.repeats = (2, 112, 2) if args.quick else (8, 224, 7)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -380,7 +396,11 @@ def main() -> None:
                 "agreement": bench_agreement}
     for key, fn in sections.items():
         if args.only in (None, key):
-            fn(args)
+            print(f"\n## {key}", flush=True)
+            table = fn(args)
+            print(f"\n{table}", flush=True)
+            if args.readme:
+                _readme.write_block(f"bench_methods:{key}", table)
 
 
 if __name__ == "__main__":

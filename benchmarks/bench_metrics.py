@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+import _readme
 from camlens import list_methods
 from camlens.core.errors import CamlensError
 from camlens.metrics.data import (
@@ -50,16 +51,7 @@ ROAD_FRACTIONS = (0.2, 0.5, 0.8)  # ROAD on the digits (64x64: a sparse solve ea
 
 def write_readme_table(readme: Path, name: str, table: str) -> None:
     """Replace the text between ``<!-- bench_metrics:NAME -->`` and ``<!-- /bench_metrics:NAME -->``."""
-    from camlens.io.files import atomic_write
-
-    text = readme.read_text()
-    start, end = f"<!-- bench_metrics:{name} -->", f"<!-- /bench_metrics:{name} -->"
-    if start not in text or end not in text:
-        raise SystemExit(f"README.md has no {start} ... {end} markers")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    new = head + start + "\n" + table + "\n" + end + tail
-    atomic_write(readme, lambda tmp: Path(tmp).write_text(new))
+    _readme.write_block(f"bench_metrics:{name}", table, readme)
 
 
 def reference_maps(data: LocalizationSet, size: tuple[int, int], seed: int) -> dict[str, torch.Tensor]:
@@ -205,7 +197,8 @@ def main(argv=None) -> int:
         table = discrimination_table(loaded.model, loaded.preprocess(list(photos.images)), photos, names)
         print(f"\n### discrimination: {len(photos)} canvases x 2 pasted photos, EfficientNet-Lite0\n\n{table}")
         if args.readme:
-            write_readme_table(ROOT / "README.md", "discrimination", table)
+            write_readme_table(ROOT / "README.md", "discrimination",
+                               f"{len(photos)} canvases × 2 pasted photos, EfficientNet-Lite0; {_readme.machine()}\n\n{table}")
             print("wrote the discrimination table into README.md")
         return 0
     if args.skip != "digits":
@@ -249,7 +242,7 @@ def main(argv=None) -> int:
         print(result.table())
     if args.readme:
         for name, (result, caption) in tables.items():
-            write_readme_table(ROOT / "README.md", name, result.table())
+            write_readme_table(ROOT / "README.md", name, f"{caption}; {_readme.machine()}\n\n{result.table()}")
             print(f"wrote the {name} table into README.md")
     print(f"\nscores are softmax probabilities; deletion baseline zeros, insertion baseline blur, CAM box threshold 0.2; "
           f"ms/image is camlens.explain alone on this machine ({torch.get_num_threads()} threads). "

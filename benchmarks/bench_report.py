@@ -2,6 +2,8 @@
 
 Run:  python benchmarks/bench_report.py              (2,000 photos of 500x375 + a 20,000-image page)
       python benchmarks/bench_report.py --quick      (500 photos, the same page)
+      python benchmarks/bench_report.py --readme     (the full run's two tables into README.md, between
+                                                      <!-- bench_report:page --> and <!-- bench_report:writing --> markers)
 
 Targets (issue 16): report generation >= 200 images/s of thumbnails, without running the model;
 a 20,000-image report interactive in < 2 s after load, fetching only the images on screen.
@@ -33,6 +35,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from runfolders import make_run  # noqa: E402  (the contract writer the tests use)
 
+import _readme  # noqa: E402
 from camlens.viz.report import write_report  # noqa: E402
 
 
@@ -65,7 +68,7 @@ def plain_loop(paths: list[Path], out: Path, size: int = 240) -> float:
     return len(paths) / (time.perf_counter() - start)
 
 
-def part_generation(root: Path, n: int) -> None:
+def part_generation(root: Path, n: int) -> str:
     photos = real_photos(root / "photos", n, (500, 375))
     run = make_run(root / "run", n, photos=photos, images_per_chunk=1)
     results: dict[str, list[float]] = {"plain PIL loop (thumbnails only)": [], "write_report, 1 thread": [],
@@ -80,15 +83,18 @@ def part_generation(root: Path, n: int) -> None:
             stats = write_report(run, workers=workers, progress=False)
             results[key].append(stats.images_per_second)
             thumbs[key].append(stats.thumbnails / stats.thumbnail_seconds)
-    print(f"\n## Report generation: {n} photos 500x375 JPEG, 2 methods, maps.zarr one image per chunk")
-    print("| | images/s (all: thumbnails + maps + data) | thumbnails/s | vs plain loop |")
-    print("|---|---:|---:|---:|")
     base = max(results["plain PIL loop (thumbnails only)"])
+    size = sum(p.stat().st_size for p in (run / "report").rglob("*") if p.is_file())
+    lines = [f"writing the report of {n:,} photos (500×375 JPEG), 2 methods, maps.zarr one image per chunk; best of 2; "
+             f"{_readme.machine()}", "",
+             "| | images/s (thumbnails + maps + data) | thumbnails/s | vs the plain PIL loop |", "|---|---:|---:|---:|"]
     for key in results:
         best, best_thumbs = max(results[key]), max(thumbs[key])
-        print(f"| {key} | {best:.0f} | {best_thumbs:.0f} | {best / base:.2f}x |")
-    size = sum(p.stat().st_size for p in (run / "report").rglob("*") if p.is_file())
-    print(f"report folder: {size / 1e6:.1f} MB for {n} images ({size / n / 1e3:.1f} kB per image)")
+        lines.append(f"| {key} | {best:.0f} | {best_thumbs:.0f} | {best / base:.2f}× |")
+    lines.append(f"| report folder | {size / 1e6:.1f} MB | {size / n / 1e3:.1f} kB per image | |")
+    table = "\n".join(lines)
+    print(table)
+    return table
 
 
 def chromium() -> str:
@@ -98,7 +104,7 @@ def chromium() -> str:
     raise SystemExit("no Chromium: apt-get install -y chromium")
 
 
-def part_browser(root: Path, n: int = 20_000) -> None:
+def part_browser(root: Path, n: int = 20_000) -> str:
     from playwright.sync_api import sync_playwright
 
     started = time.perf_counter()
@@ -137,10 +143,14 @@ def part_browser(root: Path, n: int = 20_000) -> None:
             page.close()
         browser.close()
     ready, change, cards, thumbs, chunks = min(rows)
-    print("| ready after navigation | 3 filter/sort changes | cards in the page | thumbnails requested | map chunks requested |")
-    print("|---:|---:|---:|---:|---:|")
-    print(f"| {ready:.0f} ms | {change:.0f} ms | {cards} | {thumbs} (of {n:,}) | {chunks} |")
-    print("(best of 3 page loads)")
+    lines = [f"{n:,} images × 2 methods ({2 * n:,} cards) in Chromium, best of 3 page loads; data.js "
+             f"{(run / 'report' / 'data.js').stat().st_size / 1e6:.1f} MB; {_readme.machine()}", "",
+             "| ready after navigation | 3 filter/sort changes | cards in the page | thumbnails requested | map chunk files requested |",
+             "|---:|---:|---:|---:|---:|",
+             f"| {ready:.0f} ms | {change:.0f} ms | {cards} | {thumbs} (of {n:,}) | {chunks} |"]
+    table = "\n".join(lines)
+    print(table)
+    return table
 
 
 def main() -> None:
@@ -148,15 +158,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="500 photos instead of 2,000")
     parser.add_argument("--images", type=int, help="photos for part 1")
     parser.add_argument("--skip-browser", action="store_true")
+    parser.add_argument("--readme", action="store_true", help="write the tables into README.md (full run only)")
     args = parser.parse_args()
+    if args.readme and (args.quick or args.images or args.skip_browser):
+        parser.error("--readme takes the full run's figures: drop --quick/--images/--skip-browser")
     n = args.images or (500 if args.quick else 2000)
     print(f"# bench_report: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
           f"{platform.python_version()}, load average {os.getloadavg()[0]:.1f} (other work on the machine)")
     root = Path(tempfile.mkdtemp(prefix="camlens-bench-report-"))
     try:
-        part_generation(root, n)
-        if not args.skip_browser:
-            part_browser(root)
+        writing = part_generation(root, n)
+        page = None if args.skip_browser else part_browser(root)
+        if args.readme:
+            _readme.write_block("bench_report:writing", writing)
+            _readme.write_block("bench_report:page", page)
     finally:
         shutil.rmtree(root, ignore_errors=True)
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")

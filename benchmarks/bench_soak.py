@@ -3,6 +3,7 @@
 Run:  python benchmarks/bench_soak.py              (1,000 explain calls, 100,000 ActivationStats batches)
       python benchmarks/bench_soak.py --quick      (100 and 10,000)
       python benchmarks/bench_soak.py --json soak.json
+      python benchmarks/bench_soak.py --readme     (the full run's table into README.md, <!-- bench_soak --> markers)
 
 What it checks (issue 18): the process's resident memory (RSS, from /proc/self/statm or
 ``resource``) measured after a warm-up and then every tenth of the run stays flat (the
@@ -31,6 +32,7 @@ import torch
 import torchvision
 from torch import nn
 
+import _readme
 import camlens
 from camlens.core.locks import MODEL_STATES
 
@@ -131,6 +133,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=None)
     parser.add_argument("--batches", type=int, default=None)
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--readme", action="store_true", help="write the table into README.md (<!-- bench_soak -->)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     calls = args.calls or (100 if args.quick else 1000)
@@ -147,6 +150,22 @@ def main() -> None:
           f"kept per tensor ({stats['stats_nbytes']} bytes); hooks left {stats['hooks_left']}")
     flat = explain["growth_mib"] < 20 and stats["growth_mib"] < 20 and not explain["hooks_left"] and not stats["hooks_left"]
     print("verdict:", "flat memory, no hook left" if flat else "MEMORY GROWS OR HOOKS LEFT")
+    table = "\n".join([
+        f"{_readme.machine()}; RSS measured after a warm-up, then every tenth of the run", "",
+        "| soak | calls or batches | time per call | RSS first → last checkpoint | growth | hooks left |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| `explain` (resnet18, batch 2, 64×64, 4 methods, top-1/top-2, a NaN input refused every 50 calls) | "
+        f"{explain['calls']:,} | {explain['ms_per_call']:.1f} ms | {explain['rss_mib'][0]:.1f} → {explain['rss_mib'][-1]:.1f} MiB | "
+        f"{explain['growth_mib']:+.2f} MiB ({explain['growth_kib_per_call']:+.3f} KiB/call) | {explain['hooks_left']} |",
+        f"| `ActivationStats` (MLP trained with SGD, batch 8, histograms, `max_records=512`) | {stats['batches']:,} | "
+        f"{stats['us_per_batch']:.0f} µs | {stats['rss_mib'][0]:.1f} → {stats['rss_mib'][-1]:.1f} MiB | "
+        f"{stats['growth_mib']:+.2f} MiB | {stats['hooks_left']} |",
+    ])
+    print(table)
+    if args.readme:
+        if args.quick or args.calls or args.batches:
+            raise SystemExit("--readme takes the full run's figures: drop --quick/--calls/--batches")
+        _readme.write_block("bench_soak", table)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump({"explain": explain, "activation_stats": stats, "flat": flat}, handle, indent=2)
