@@ -6,6 +6,7 @@ each image's map chunks and overlays through the run's writer and returns the ma
 
 from __future__ import annotations
 
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -86,11 +87,27 @@ class BatchExplainer:
         loaded: the model with its preprocessing and class names.
         config: :class:`DatasetConfig`.
         writer: the run's :class:`~camlens.io.run.RunWriter` (maps and overlays only).
+        overlay_executor: where overlays are drawn and saved; ``None`` draws them in the call.
+            With an executor the call returns before its overlays are on disk: the driver
+            takes them with :meth:`take_overlay_writes` and waits for them before it commits
+            the batch's rows (PNG encoding then overlaps the next batch's forward and backward).
     """
 
-    def __init__(self, loaded: LoadedModel, config: DatasetConfig, writer: RunWriter) -> None:
+    def __init__(self, loaded: LoadedModel, config: DatasetConfig, writer: RunWriter,
+                 overlay_executor: Executor | None = None) -> None:
         self.loaded, self.config, self.writer = loaded, config, writer
         self.last_logits: torch.Tensor | None = None
+        self._executor = overlay_executor
+        self._writes: list[Future] = []
+
+    def take_overlay_writes(self) -> list[Future]:
+        """The overlay writes submitted since the last call (empty without an executor)."""
+        writes, self._writes = self._writes, []
+        return writes
+
+    def _write_overlay(self, relative: str, pil, heat: torch.Tensor) -> None:
+        blended = overlay(pil, heat, alpha=self.config.alpha, cmap=self.config.cmap)
+        self.writer.write_overlay(relative, blended)
 
     def _true_index(self, item: ImageItem, decoded: dict) -> int | None:
         config = self.config
@@ -158,8 +175,11 @@ class BatchExplainer:
                     relative = None
                     if pil is not None:
                         relative = overlay_path(item.relpath, name, rank, class_index, class_name)
-                        blended = overlay(pil, maps[row_index, rank], alpha=config.alpha, cmap=config.cmap)
-                        self.writer.write_overlay(relative, blended)
+                        if self._executor is None:
+                            self._write_overlay(relative, pil, maps[row_index, rank])
+                        else:
+                            self._writes.append(self._executor.submit(self._write_overlay, relative, pil,
+                                                                      maps[row_index, rank]))
                     rows.append({
                         **base, "method": name, "target_layer": layer, "rank": rank, "class_index": class_index,
                         "class_name": class_name, "score": scores[row_index][rank],

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -242,17 +243,36 @@ def _run_local(items, todo, config: DatasetConfig, loaded: LoadedModel, writer: 
         _Items(items, decoder), batch_sampler=batches, num_workers=workers, collate_fn=_collate,
         pin_memory=config.device.startswith("cuda"), prefetch_factor=2 if workers > 0 else None,
     )
-    explainer = BatchExplainer(loaded, config, writer)
-    for batch in loader:
-        image_ids = [image_id for image_id, _ in batch]
-        batch_items = [items[i] for i in image_ids]
-        rows = explainer(image_ids, batch_items, [d for _, d in batch])
+    # Overlays are drawn and saved by one thread while the next batch runs through the model
+    # (PIL's PNG encoder releases the GIL); a batch's rows are committed once its overlays are
+    # on disk, so a crash never leaves a manifest row whose overlay is missing.
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="camlens-overlays") if config.overlays else None
+    explainer = BatchExplainer(loaded, config, writer, overlay_executor=executor)
+    waiting: tuple[list, list, int] | None = None  # the previous batch: rows, overlay writes, images
+
+    def commit(rows: list, writes: list, images: int) -> None:
+        for write in writes:
+            write.result()  # an overlay that failed to write raises here, before its rows are committed
         writer.commit(rows)
-        if show_top and explainer.last_logits is not None:
-            good = [item for item, (_, d) in zip(batch_items, batch) if d["error"] is None]
-            for item, logits in zip(good, explainer.last_logits):
-                progress.write(_top_line(item, logits, config, layers))
-        progress.update(rows, len(batch))
+        progress.update(rows, images)
+
+    try:
+        for batch in loader:
+            image_ids = [image_id for image_id, _ in batch]
+            batch_items = [items[i] for i in image_ids]
+            rows = explainer(image_ids, batch_items, [d for _, d in batch])
+            if waiting is not None:
+                commit(*waiting)
+            waiting = (rows, explainer.take_overlay_writes(), len(batch))
+            if show_top and explainer.last_logits is not None:
+                good = [item for item, (_, d) in zip(batch_items, batch) if d["error"] is None]
+                for item, logits in zip(good, explainer.last_logits):
+                    progress.write(_top_line(item, logits, config, layers))
+        if waiting is not None:
+            commit(*waiting)
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
 
 
 def explain_dataset(
