@@ -5,6 +5,7 @@
     python tools/mutate.py --list hooks          # the mutants, without running anything
     python tools/mutate.py --show ID            # the diff of one mutant
     python tools/mutate.py --survivors          # rerun only the survivors of the last run
+    python tools/mutate.py --score [--readme]   # the score from the recorded results (README: <!-- mutation-score -->)
 
 Each mutant is one change to one module: an operator swapped (``+``/``-``, ``*``/``/``, ``<``/``<=``,
 ``and``/``or``, ...), a number changed (``n`` -> ``n + 1``), ``True``/``False`` flipped, a test
@@ -24,7 +25,8 @@ forks one child per mutant; the child serves the mutated source of the one modul
 import hook), so nothing is written to the source tree and mutants run side by side safely
 (``-j``). camlens itself is imported fresh in each child. mutmut 3 is not used because it skips
 every decorated function, and each method formula is decorated with ``@register_method``.
-Results go to ``.mutation/results.jsonl``.
+Results are appended to ``.mutation/results.jsonl`` (the last record of a mutant counts), so
+runs of a few files add up to the score of all of them.
 """
 
 from __future__ import annotations
@@ -535,6 +537,53 @@ def run_jobs(jobs: list, workers: int, timeout: float, logdir: Path, on_result, 
         on_result(job, outcome, time.monotonic() - started, log)
 
 
+def print_score(config: dict, jobs: list, equivalents: dict[str, str], results_path: Path, readme: bool) -> int:
+    """The score per target and in all, from the last recorded outcome of each current mutant.
+
+    Returns 1 when a current, non-equivalent mutant has no recorded outcome (the score would be
+    of part of the code), else 0.
+    """
+    last: dict[str, dict] = {}
+    if results_path.exists():
+        for line in results_path.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            last[record["id"]] = record
+    groups: dict[str, dict[str, int]] = {}
+    dates = []
+    for mutant, path, _ in jobs:
+        group = next(", ".join(t["paths"]) for t in config["targets"]
+                     if any(fnmatch.fnmatch(mutant.path, g) for g in t["paths"]))
+        counts = groups.setdefault(group, dict.fromkeys(("mutants", "equivalent", "killed", "survived", "error",
+                                                         "not run"), 0))
+        counts["mutants"] += 1
+        record = last.get(mutant.ident)
+        if mutant.ident in equivalents:
+            counts["equivalent"] += 1
+        elif record is None:
+            counts["not run"] += 1
+        else:
+            counts[{"timeout": "killed"}.get(record["outcome"], record["outcome"])] += 1
+            dates.append(record.get("at", "?"))
+    total = {key: sum(c[key] for c in groups.values()) for key in next(iter(groups.values()), {})}
+    lines = ["| target | mutants | equivalent (listed with reasons) | killed | survived | not run | score |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, c in [*groups.items(), ("**all**", total)]:
+        counted = c["killed"] + c["survived"]
+        score = f"{100 * c['killed'] / counted:.1f} %" if counted else "-"
+        lines.append(f"| {name if name.startswith('*') else '`' + name + '`'} | {c['mutants']} | {c['equivalent']} | "
+                     f"{c['killed']} | {c['survived']} | {c['not run']} | {score} |")
+    when = f"{min(dates)} to {max(dates)}" if dates else "never"
+    table = "\n".join([f"Score = killed / (mutants − equivalent), from `python tools/mutate.py -j 2` (runs of {when}):",
+                       "", *lines])
+    print(table)
+    if readme:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        import _readme
+
+        _readme.write_block("mutation-score", table)
+    return 1 if total.get("not run") or total.get("error") else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pattern", nargs="?", help="only source files whose path contains this")
@@ -545,6 +594,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=None, help="seconds per mutant (default: 4x the baseline + 20)")
     parser.add_argument("--fresh", action="store_true", help="import camlens afresh for every mutant (slower)")
     parser.add_argument("--results", default=str(ROOT / ".mutation" / "results.jsonl"))
+    parser.add_argument("--score", action="store_true", help="print the score from the recorded results and exit")
+    parser.add_argument("--readme", action="store_true", help="with --score: write it into README.md (<!-- mutation-score -->)")
     args = parser.parse_args(argv)
 
     config = load_config()
@@ -574,6 +625,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     results_path = Path(args.results)
+    if args.score:
+        return print_score(config, jobs, equivalents, results_path, args.readme)
     results_path.parent.mkdir(parents=True, exist_ok=True)
     if args.survivors:
         last = {}
@@ -659,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
 
     counts = {"killed": 0, "timeout": 0, "survived": 0, "error": 0}
     started = time.monotonic()
-    mode = "a" if args.survivors else "w"
+    mode = "a"  # the last record of a mutant counts (print_score)
     recheck = []
     with open(results_path, mode, encoding="utf-8") as out:
         def on_result(job, outcome, seconds, log):
@@ -670,7 +723,8 @@ def main(argv: list[str] | None = None) -> int:
                 return
             counts[outcome] += 1
             out.write(json.dumps({"id": mutant.ident, "path": mutant.path, "line": mutant.line,
-                                  "outcome": outcome, "seconds": round(seconds, 2)}) + "\n")
+                                  "outcome": outcome, "seconds": round(seconds, 2),
+                                  "at": time.strftime("%Y-%m-%d %H:%M")}) + "\n")
             out.flush()
             if outcome in ("survived", "error"):
                 print(f"{outcome.upper():8s} {mutant.path}:{mutant.line}  {mutant.ident}", flush=True)
