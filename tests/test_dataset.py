@@ -94,6 +94,25 @@ def test_same_basenames_in_two_folders_never_collide(tmp_path, tiny):
     assert overlays[0].startswith("overlays/a/cat/gradcam_0_")
 
 
+def test_overlay_size_caps_the_longer_side_only(tmp_path, tiny):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _photo(0, (120, 60)).save(photos / "wide.png")
+    _photo(1, (30, 40)).save(photos / "small.png")
+    run = _run(tiny, photos, tmp_path / "run", overlay_size=48)
+    table = run.manifest.to_pydict()
+    sizes = {rel: Image.open(run.path / o).size for rel, o in zip(table["relpath"], table["overlay"])}
+    assert sizes == {"small.png": (30, 40), "wide.png": (48, 24)}  # aspect kept; a small image keeps its size
+    assert (table["width"], table["height"]) == ([30, 120], [40, 60])  # the manifest keeps the decoded size
+    assert run.info["overlay_size"] == 48
+    full = _run(tiny, photos, tmp_path / "full")
+    assert Image.open(full.path / full.manifest["overlay"].to_pylist()[1]).size == (120, 60)
+    with pytest.raises(camlens.InputError, match="overlay_size must be a whole number of pixels, at least 16"):
+        _run(tiny, photos, tmp_path / "bad", overlay_size=8)
+    with pytest.raises(camlens.InputError, match="cannot resume: the run was started with overlay_size = 48, now None"):
+        _run(tiny, photos, tmp_path / "run", resume=True)
+
+
 def test_torch_dataset_source_with_labels(tmp_path, tiny):
     class Pictures(torch.utils.data.Dataset):
         def __len__(self):

@@ -38,6 +38,8 @@ def add_parser(sub) -> None:
     p.add_argument("--labels-from-folders", action="store_true",
                    help="ImageFolder layout: each image's parent folder names its true class")
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="write no overlay PNGs (maps and manifest only)")
+    p.add_argument("--overlay-size", type=int, default=None, metavar="PIXELS",
+                   help="a dataset run's overlays: at most this many pixels on the longer side (default: each image's own size)")
     p.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity (default 0.5)")
     p.add_argument("--cmap", default="jet", help="matplotlib colormap (default jet)")
     p.add_argument("--resume", action="store_true", help="finish an interrupted run in --out")
@@ -168,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.images, method=split_methods(args.method), out=args.out, classes=_classes(args.klass),
         target_layer=args.layer or None, batch_size=args.batch_size, workers=args.workers, device=args.device,
         amp=args.amp, max_images=args.max_images, labels_from_folders=args.labels_from_folders,
-        overlays=args.overlays, alpha=args.alpha, cmap=args.cmap, resume=args.resume, overwrite=args.overwrite,
+        overlays=args.overlays, overlay_size=args.overlay_size, alpha=args.alpha, cmap=args.cmap, resume=args.resume, overwrite=args.overwrite,
         strict=args.strict, quiet=args.quiet, engine=args.engine, address=args.address, num_workers=args.num_workers,
         gpus_per_worker=args.gpus_per_worker, weights=args.weights, arch=args.arch, trust=args.trust,
         show_top=SHOW_TOP_UP_TO, command="camlens " + " ".join(sys.argv[1:]), **_options(args.option),

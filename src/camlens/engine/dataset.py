@@ -152,7 +152,7 @@ def _versions() -> dict:
 
 
 _RESUME_KEYS = ("n_images", "images_fingerprint", "model_name", "methods", "classes", "k", "target_layers",
-                "map_shapes", "input", "overlays", "options")
+                "map_shapes", "input", "overlays", "overlay_size", "options")
 
 
 def _check_resume(previous: dict, info: dict) -> None:
@@ -290,6 +290,7 @@ def explain_dataset(
     max_images: int | None = None,
     labels_from_folders: bool = False,
     overlays: bool = True,
+    overlay_size: int | None = None,
     alpha: float = 0.5,
     cmap: str = "jet",
     resume: bool = False,
@@ -331,6 +332,8 @@ def explain_dataset(
         max_images: explain only the first N images.
         labels_from_folders: each image's parent folder names its true class (ImageFolder).
         overlays: write overlay PNGs (at the image's own size); ``alpha``, ``cmap`` as in :func:`camlens.overlay`.
+        overlay_size: the longest side of an overlay in pixels (smaller images keep their size);
+            ``None``: every overlay at its image's own size. A cap keeps big photos' PNGs small and fast.
         resume: finish an interrupted run (the same images, model and options).
         overwrite: remove a previous run in ``out`` first.
         strict: stop at the first image that cannot be decoded (default: one ``error`` row, go on).
@@ -356,6 +359,10 @@ def explain_dataset(
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     if max_images is not None and max_images < 1:
         raise InputError(f"max_images must be at least 1, got {max_images}")
+    if overlay_size is not None and (isinstance(overlay_size, bool) or not isinstance(overlay_size, int)
+                                     or overlay_size < 16):
+        raise InputError(f"overlay_size must be a whole number of pixels, at least 16, got {overlay_size!r}; "
+                         "or None for overlays at each image's own size")
     if engine == "ray":  # the actors run on the cluster's devices; the driver only plans (on its CPU)
         device = "cuda" if gpus_per_worker and str(device) == "cpu" else str(device)
         if amp and not device.startswith("cuda"):
@@ -403,7 +410,7 @@ def explain_dataset(
         "score_source": probe["score_source"], "options": {key: repr(v) for key, v in sorted(options.items())},
         "input": {"size": list(loaded.input_size[1:]), "mean": list(loaded.mean), "std": list(loaded.std),
                   "resize": "whole image to size, bilinear with antialias, no crop"},
-        "overlays": overlays, "alpha": alpha, "cmap": cmap,
+        "overlays": overlays, "overlay_size": overlay_size, "alpha": alpha, "cmap": cmap,
         "labels": "folders" if labels_from_folders else ("dataset" if is_dataset else None),
         "sources": sources, "n_images": len(items), "images_fingerprint": fingerprint(items),
         "batch_size": batch_size, "engine": engine, "device": device, "amp": amp, "versions": _versions(),
@@ -429,7 +436,7 @@ def explain_dataset(
     done = writer.done_ids()
     todo = [i for i in range(len(items)) if i not in done]
     decoder = ImageDecoder(config.input_size, config.mean, config.std, keep_pixels=overlays,
-                           dataset=source if is_dataset else None)
+                           dataset=source if is_dataset else None, pixels_max_side=overlay_size)
     progress = _Progress(total=len(items), initial=len(done), quiet=quiet)
     status = "interrupted"
     start = time.perf_counter()

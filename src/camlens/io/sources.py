@@ -227,6 +227,8 @@ class ImageDecoder:
         mean, std: normalisation.
         keep_pixels: also return the decoded image as a uint8 (H, W, 3) tensor (for overlays).
         dataset: the torch ``Dataset`` for items with an ``index``.
+        pixels_max_side: shrink the kept pixels (not ``x``, not ``width``/``height``) so that their
+            longer side is at most this many pixels, keeping the aspect ratio; ``None``: as decoded.
 
     ``__call__(item)`` returns a dict: ``x`` (3, H, W) float or ``None``, ``width``, ``height``,
     ``pixels`` (uint8 (H, W, 3) or ``None``), ``label`` (the dataset's label, if any) and
@@ -234,10 +236,10 @@ class ImageDecoder:
     """
 
     def __init__(self, input_size: Sequence[int], mean: Sequence[float], std: Sequence[float],
-                 keep_pixels: bool = True, dataset: Any = None) -> None:
+                 keep_pixels: bool = True, dataset: Any = None, pixels_max_side: int | None = None) -> None:
         self.input_size = tuple(int(v) for v in input_size)
         self.mean, self.std = tuple(mean), tuple(std)
-        self.keep_pixels, self.dataset = keep_pixels, dataset
+        self.keep_pixels, self.dataset, self.pixels_max_side = keep_pixels, dataset, pixels_max_side
 
     def _read(self, item: ImageItem) -> tuple[Any, Any]:
         if item.index is None:
@@ -264,7 +266,14 @@ class ImageDecoder:
             result["height"], result["width"] = int(pixels.shape[1]), int(pixels.shape[2])
             result["x"] = preprocess([pixels], self.input_size, self.mean, self.std)[0]
             if self.keep_pixels:
-                result["pixels"] = (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
+                kept = pixels
+                longest = max(kept.shape[1:])
+                if self.pixels_max_side is not None and longest > self.pixels_max_side:
+                    scale = self.pixels_max_side / longest
+                    size = (max(1, round(kept.shape[1] * scale)), max(1, round(kept.shape[2] * scale)))
+                    kept = torch.nn.functional.interpolate(kept[None], size=size, mode="bilinear", antialias=True,
+                                                           align_corners=False)[0]
+                result["pixels"] = (kept.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
         except CamlensError as error:
             result["x"] = result["pixels"] = None
             result["error"] = str(error)
