@@ -361,3 +361,281 @@ def test_capture_exit_removes_the_tensor_hooks_too():
     assert not y._backward_hooks and hook_count(lin) == 0
     y.backward()
     assert cap[""].grad is None
+
+
+# ------------------------------------------------------------------ ActivationStats
+from camlens import ActivationStats, InputError, LayerNotFoundError  # noqa: E402
+from camlens.stats.activation_stats import default_modules  # noqa: E402
+
+
+def mlp() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+
+
+def test_default_modules_of_a_model_without_children_is_the_model():
+    lin = nn.Linear(2, 2)
+    assert default_modules(lin) == [lin]
+    relu = nn.ReLU()
+    assert default_modules(relu) == [] and default_modules(relu, include_paramless=True) == [relu]
+    model = mlp()
+    with ActivationStats(model) as stats:  # default: no parameter-less leaves
+        model(torch.randn(2, 3))
+    assert stats.names == ["0", "2"]
+
+
+def test_argument_checks_accept_the_boundaries():
+    model = mlp()
+    for bad in (dict(every=0), dict(every=1.0), dict(bins=0), dict(bins=2.5), dict(range=(1.0, 1.0)),
+                dict(max_records=1)):
+        with pytest.raises(InputError):
+            ActivationStats(model, **bad)
+    with pytest.raises(InputError, match="nn.Module being trained"):
+        ActivationStats([model])
+    ActivationStats(model, every=1, bins=1, max_records=2).remove()
+    ActivationStats(model, with_hist=False, bins=0).remove()  # bins do not matter without histograms
+    ActivationStats(model, range=(-1e-3, 0.0)).remove()
+    assert hook_count(model) == 0
+
+
+def test_default_range_threshold_and_batch_start():
+    model = mlp()
+    stats = ActivationStats(model)
+    assert stats.range == (0.0, 10.0) and stats.near_zero == 0.05 and stats.batch == -1 and not stats.recording
+    stats.remove()
+    stats = ActivationStats(model, backward=True, auto_step=False)
+    assert stats.range == (-10.0, 2.0) and stats.near_zero == 1e-8 and stats.batch == 0 and stats.recording
+    stats.remove()
+    stats = ActivationStats(model, range=(-1, 3), near_zero=0.5)
+    assert stats.range == (-1.0, 3.0) and stats.near_zero == 0.5 and stats.with_hist and stats.bins == 40
+    stats.remove()
+
+
+def test_series_spans_chunks_and_memory_is_allocated_256_rows_at_a_time():
+    model = nn.Sequential(nn.Linear(1, 1))
+    x = torch.ones(1, 1)
+    with ActivationStats(model, with_hist=False) as stats, torch.no_grad():
+        model(x)
+        assert stats.nbytes == 256 * 12 + 8  # one chunk of 256 rows of 3 float32, one int64 index
+        for _ in range(256):
+            model(x)
+        assert stats.nbytes == 2 * 256 * 12 + 8 * 257
+    s = stats.layer_stats(0)
+    assert s.batch.tolist() == list(range(257))
+    expected = model(x).item()
+    assert s.mean.tolist() == pytest.approx([expected] * 257)
+    assert s.std.tolist() == [0.0] * 257  # one value per output: std 0, not NaN
+
+
+def test_single_value_outputs_std_and_near_zero_fraction():
+    lin = nn.Linear(2, 1)
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.bias.fill_(0.01)
+    model = nn.Sequential(lin)
+    with ActivationStats(model) as stats, torch.no_grad():
+        model(torch.randn(1, 2))
+    s = stats.layer_stats(0)
+    assert s.mean.item() == pytest.approx(0.01) and s.std.item() == 0.0 and s.near_zero.item() == 1.0
+
+
+def test_near_zero_counts_values_equal_to_the_threshold():
+    model = nn.Sequential(nn.Linear(3, 64), nn.ReLU())
+    x = torch.randn(8, 3)
+    with torch.no_grad():
+        out = model(x)
+    with ActivationStats(model, [model[1]], near_zero=0.0) as stats, torch.no_grad():
+        model(x)
+    zeros = (out == 0).float().mean().item()
+    assert 0.2 < zeros < 0.8 and stats.layer_stats(0).near_zero.item() == pytest.approx(zeros)
+
+
+def test_statistics_of_half_precision_outputs_are_computed_in_float32():
+    lin = nn.Linear(4, 256).to(torch.bfloat16)
+    model = nn.Sequential(lin)
+    x = torch.randn(16, 4).to(torch.bfloat16)
+    with torch.no_grad():
+        out = model(x).float()
+    with ActivationStats(model, range=(-2, 2)) as stats, torch.no_grad():
+        model(x)
+    s = stats.layer_stats(0)
+    assert s.mean.item() == pytest.approx(out.mean().item(), rel=1e-5, abs=1e-7)
+    assert s.std.item() == pytest.approx(out.std().item(), rel=1e-5)
+    assert torch.equal(stats.hist(0)[:, 0], torch.histc(out, 40, -2, 2))
+
+
+def test_gradient_entries_near_zero_and_histogram_against_the_gradient():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1))
+    x = torch.randn(4, 3)
+    grads = []
+
+    def keep_gradient(module, args, out):
+        out.register_hook(lambda g: grads.append(g.clone()))
+
+    handle = model[0].register_forward_hook(keep_gradient)
+    with ActivationStats(model, [model[0]], backward=True, bins=12, near_zero=0.0) as stats:
+        model(x).sum().backward()
+    handle.remove()
+    (g,) = grads
+    assert (g == 0).any() and (g != 0).any()
+    s = stats.layer_stats(0)
+    assert s.near_zero.item() == pytest.approx((g == 0).float().mean().item())
+    hist = stats.hist(0)[:, 0]
+    assert torch.equal(hist, torch.histc(g.abs().log10(), 12, -10, 2))  # log10(0) = -inf: not counted
+    assert hist.sum().item() == (g != 0).sum().item()
+    with ActivationStats(model, [model[0]], backward=True, bins=13, range=(-52, 0)) as stats:  # reaches below -45
+        model(x).sum().backward()
+    assert stats.hist(0)[:, 0].sum().item() == (g != 0).sum().item()  # an exact 0 is in no bin
+
+
+def test_gradient_hooks_without_a_backward_are_dropped_after_eight_batches():
+    model = nn.Sequential(nn.Linear(2, 1))
+    for later, recorded in ((8, [0]), (9, [])):
+        with ActivationStats(model, backward=True) as stats:
+            first = model(torch.randn(1, 2))  # batch 0, never back-propagated in time
+            for _ in range(later):
+                model(torch.randn(1, 2))
+            first.backward()
+        assert stats.layer_stats(0).batch.tolist() == recorded, later
+
+
+def test_pending_hooks_of_back_propagated_batches_do_not_record_twice():
+    model = nn.Sequential(nn.Linear(2, 1))
+    with ActivationStats(model, backward=True) as stats:
+        for _ in range(3):
+            y = model(torch.randn(1, 2))
+            y.backward(retain_graph=True)
+        y.backward()  # the last batch's graph again: its hook records once more, the others do not
+    assert stats.layer_stats(0).batch.tolist() == [0, 1, 2, 2]
+
+
+def test_every_with_manual_steps_and_train_only():
+    model = mlp()
+    with ActivationStats(model, every=2, auto_step=False) as stats:
+        for _ in range(5):
+            model(torch.randn(2, 3))
+            stats.step()
+    assert stats.layer_stats(0).batch.tolist() == [0, 2, 4] and stats.batch == 5 and stats.recorded_batches == 3
+    model.eval()
+    with ActivationStats(model, train_only=False) as stats, torch.no_grad():
+        model(torch.randn(2, 3))
+        model(torch.randn(2, 3))
+    assert stats.layer_stats(0).batch.tolist() == [0, 1]
+    model.train()
+    model[2].eval()  # a submodule in eval mode inside a training model is not recorded
+    with ActivationStats(model) as stats:
+        model(torch.randn(2, 3))
+    assert stats.names == ["0"]
+    with ActivationStats(model, train_only=False) as stats:
+        model(torch.randn(2, 3))
+    assert stats.names == ["0", "2"]
+
+
+def test_reused_module_names_restart_every_batch():
+    block = nn.Linear(2, 2)
+    model = nn.Sequential(block, block)
+    with ActivationStats(model, [block]) as stats:
+        for _ in range(3):
+            model(torch.randn(1, 2))
+    assert stats.names == ["0", "0:1"]
+    assert stats.layer_stats("0").batch.tolist() == [0, 1, 2] == stats.layer_stats("0:1").batch.tolist()
+
+
+def test_thinning_recounts_recorded_batches_and_keeps_recording_on_the_new_grid():
+    model = nn.Sequential(nn.Linear(1, 1))
+    with ActivationStats(model, max_records=3) as stats, torch.no_grad():
+        for _ in range(3):
+            model(torch.ones(1, 1))
+        assert stats.recorded_batches == 3 and stats.every == 1
+        model(torch.ones(1, 1))  # batch 3: the cap is reached, every -> 2; 3 is off the grid
+        assert stats.every == 2 and stats.recorded_batches == 2 and not stats.recording
+        assert stats.layer_stats(0).batch.tolist() == [0, 2]
+        model(torch.ones(1, 1))  # batch 4: recorded
+        assert stats.recorded_batches == 3 and stats.layer_stats(0).batch.tolist() == [0, 2, 4]
+        for _ in range(2):
+            model(torch.ones(1, 1))  # batch 6: cap again, every -> 4: records 0, 4 and then 6 is off
+        assert stats.every == 4 and stats.layer_stats(0).batch.tolist() == [0, 4]
+        assert stats.recorded_batches == 2
+
+
+def test_thinning_more_than_a_chunk_keeps_every_row():
+    model = nn.Sequential(nn.Linear(1, 1))
+    xs = [torch.full((1, 1), float(i)) for i in range(601)]
+    with torch.no_grad():
+        means = [model(x).item() for x in xs]
+    with ActivationStats(model, max_records=600, with_hist=False) as stats, torch.no_grad():
+        for x in xs:
+            model(x)
+    s = stats.layer_stats(0)
+    assert s.batch.tolist() == list(range(0, 601, 2))
+    assert s.mean.tolist() == pytest.approx(means[::2], rel=1e-6)
+    assert stats.nbytes == 2 * 256 * 12 + 8 * 301
+
+
+def test_reading_returns_copies_and_contiguous_histograms():
+    model = mlp()
+    with ActivationStats(model, bins=4) as stats:
+        for _ in range(2):
+            model(torch.randn(2, 3))
+    s = stats.layer_stats(0)
+    before = [t.clone() for t in s]
+    for t in s:
+        t.add_(1)
+    assert all(torch.equal(a, b) for a, b in zip(stats.layer_stats(0), before))
+    hist = stats.hist(0)
+    assert hist.shape == (4, 2) and hist.is_contiguous()
+    hist.add_(1)
+    assert not torch.equal(stats.hist(0), hist)
+    assert stats.layer_stats(-2).batch.tolist() == [0, 1] and stats.layer_stats(-1).batch.tolist() == [0, 1]
+    with pytest.raises(InputError, match="out of range"):
+        stats.layer_stats(-3)
+    with pytest.raises(InputError, match="out of range"):
+        stats.layer_stats(2)
+
+
+def test_unknown_entry_lists_close_names():
+    model = nn.Sequential(*[nn.Linear(2, 2) for _ in range(12)])
+    with ActivationStats(model) as stats:
+        model(torch.randn(1, 2))
+    with pytest.raises(LayerNotFoundError) as info:
+        stats.layer_stats("1x")
+    listed = str(info.value).split("Close matches: ")[1].split(". ")[0].split(", ")
+    assert len(listed) == 5 and listed[0] == "1"
+    with pytest.raises(LayerNotFoundError) as info:
+        stats.layer_stats("zzz")
+    assert "Close matches" not in str(info.value)
+
+
+def test_records_and_csv_without_histograms(tmp_path):
+    model = mlp()
+    with ActivationStats(model, with_hist=False) as stats:
+        model(torch.randn(2, 3))
+    records = stats.to_records(with_hist=True)  # no histograms recorded: none in the records
+    assert [r["name"] for r in records] == ["0", "2"] and "hist" not in records[0]
+    text = stats.to_csv(with_hist=True)
+    assert text.splitlines()[0] == "name,batch,mean,std,near_zero" and len(text.splitlines()) == 3
+    assert not list(tmp_path.iterdir())
+    with ActivationStats(model, bins=3) as stats:
+        model(torch.randn(2, 3))
+    assert "hist" not in stats.to_records()[0] and stats.to_records(with_hist=True)[1]["hist"] == stats.hist(1)[:, 0].tolist()
+    row = stats.to_csv(tmp_path / "s.csv").splitlines()[1].split(",")
+    assert row[:2] == ["0", "0"] and float(row[2]) == pytest.approx(stats.layer_stats(0).mean.item()) and len(row) == 5
+    assert (tmp_path / "s.csv").read_text().splitlines()[1].split(",") == row
+
+
+def test_bytes_per_record_and_repr():
+    model = mlp()
+    with ActivationStats(model, bins=5) as stats:
+        assert stats.bytes_per_record == 4 * 8 + 8
+    stats = ActivationStats(model, with_hist=False)
+    assert stats.bytes_per_record == 20
+    model(torch.randn(1, 3))
+    assert repr(stats) == ("ActivationStats(activations, 2 modules, 2 entries, 1 batches recorded, every=1, "
+                           f"{2 * (256 * 12 + 8)} bytes, hooked)")
+    stats.remove()
+    assert repr(stats).endswith("removed)") and hook_count(model) == 0
+    grads = ActivationStats(model, backward=True)
+    assert repr(grads).startswith("ActivationStats(gradients, 2 modules, 0 entries")
+    grads.remove()
+    assert hook_count(model) == 0
