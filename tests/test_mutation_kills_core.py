@@ -595,7 +595,7 @@ def test_reading_returns_copies_and_contiguous_histograms():
 
 
 def test_unknown_entry_lists_close_names():
-    model = nn.Sequential(*[nn.Linear(2, 2) for _ in range(12)])
+    model = nn.Sequential(*[nn.Linear(2, 2) for _ in range(20)])  # "1x" is close to "1" and "10" .. "19"
     with ActivationStats(model) as stats:
         model(torch.randn(1, 2))
     with pytest.raises(LayerNotFoundError) as info:
