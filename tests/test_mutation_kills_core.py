@@ -639,3 +639,33 @@ def test_bytes_per_record_and_repr():
     assert repr(grads).startswith("ActivationStats(gradients, 2 modules, 0 entries")
     grads.remove()
     assert hook_count(model) == 0
+
+
+def test_an_entry_without_records_reads_as_empty():
+    model = mlp()
+    with ActivationStats(model, backward=True) as stats:
+        model(torch.randn(2, 3))  # no backward: the entries exist, no record does
+    s = stats.layer_stats(0)
+    assert stats.names == ["0", "2"] and all(t.shape == (0,) for t in s)
+    assert stats.hist(0).shape == (40, 0) and stats.to_records() == []
+
+
+def test_double_backward_gradients_are_recorded_without_their_graph():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+    x = torch.randn(2, 3, requires_grad=True)
+    with ActivationStats(model, [model[0]], backward=True) as stats:
+        (gx,) = torch.autograd.grad(model(x).sum(), x, create_graph=True)  # gradients that carry a graph
+    s = stats.layer_stats(0)
+    assert s.batch.tolist() == [0] and not any(t.requires_grad for t in s) and not stats.hist(0).requires_grad
+    assert gx.requires_grad
+
+
+def test_remove_takes_the_pending_gradient_hooks_off_the_tensors():
+    model = mlp()
+    outputs = []
+    handle = model[0].register_forward_hook(lambda m, a, o: outputs.append(o) and None)
+    with ActivationStats(model, backward=True):
+        model(torch.randn(2, 3))
+        assert outputs[0]._backward_hooks  # a gradient hook waits for the backward
+    handle.remove()
+    assert not outputs[0]._backward_hooks

@@ -266,7 +266,8 @@ class ActivationStats:
         self.every *= 2
         for series in self._series:
             series.keep(series.batch_tensor() % self.every == 0)
-        self.recorded_batches = (self.batch - 1) // self.every + 1 if self.batch > 0 else 0
+        # batches 0 .. batch - 1 on the new grid (thinning needs max_records >= 2 records: batch >= 2)
+        self.recorded_batches = (self.batch - 1) // self.every + 1
 
     def _on_model_forward(self, module: nn.Module, args: tuple) -> None:
         if self.train_only and not module.training:
