@@ -158,7 +158,6 @@ class Hook:
         self.calls = 0
         self._value: torch.Tensor | None = None
         self._version: int | None = None
-        self._grad_pending = False
         self._tensor_handles: list = []
         self._handle = module.register_forward_hook(self._forward_hook)
 
@@ -178,7 +177,6 @@ class Hook:
         if tensor is None:
             return
         if self.backward:
-            self._grad_pending = True
             if tensor.requires_grad:
                 self._tensor_handles.append(tensor.register_hook(self._grad_hook))
             return
@@ -188,7 +186,6 @@ class Hook:
 
     def _grad_hook(self, grad: torch.Tensor) -> None:
         self._value = self._prepare(grad)
-        self._grad_pending = False
         self._version = None
 
     # -- public ---------------------------------------------------------------------
@@ -210,8 +207,8 @@ class Hook:
             raise InPlaceModifiedError(
                 f"The output of the hooked {what} was changed in place after the hook stored it "
                 "(by an op such as ReLU(inplace=True) or `out += identity`), so it no longer is "
-                "that module's output. Pass clone=True (or cpu=True) to keep a copy, or hook the "
-                "in-place module that follows."
+                "that module's output. Pass clone=True to keep a copy (cpu=True copies only an output "
+                "that is not on the CPU already), or hook the in-place module that follows."
             )
         return self._value
 
@@ -339,6 +336,8 @@ class Capture(Mapping):
             get_module(self._model, base)
             if base not in {parse_layer_name(n)[0] for n in self._names}:
                 raise KeyError(f"{base!r} was not captured; add it to the names passed to capture()")
+            if base in self._ran:
+                raise LayerNotExecutedError(f"Module {base!r} ran but its output holds no tensor; capture a module that returns one.")
             raise LayerNotExecutedError(_not_run_message(f"Module {base!r}", self._ran))
         return self._calls[base]
 

@@ -10,14 +10,16 @@ from ._registry import register_method
 __all__ = ["nmf", "factorize", "dff"]
 
 
-def nmf(matrix: torch.Tensor, k: int, iterations: int = 200, seed: int = 0, eps: float = 1e-10,
+def nmf(matrix: torch.Tensor, k: int, iterations: int = 200, seed: int = 0,
+        eps: float = float(torch.finfo(torch.float32).eps),
         init: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Non-negative ``matrix`` (M, P) ~ ``W @ H``, W (M, k), H (k, P), by Lee & Seung's multiplicative updates.
 
-    Minimises the Frobenius error; ``H <- H (W^T V) / (W^T W H)``, ``W <- W (V H^T) / (W H H^T)``
-    (float64; ``eps`` keeps the denominators positive). The start is scikit-learn's ``"random"``
-    init, ``sqrt(mean(V) / k) * |N(0, 1)|`` from a generator seeded with ``seed``, unless ``init``
-    gives (W, H). The same updates as scikit-learn's ``NMF(solver="mu")``.
+    Minimises the Frobenius error; each iteration ``W <- W (V H^T) / (W H H^T)``, then
+    ``H <- H (W^T V) / (W^T W H)`` (float64; a denominator that is exactly 0 becomes ``eps``).
+    The start is scikit-learn's ``"random"`` init, ``sqrt(mean(V) / k) * |N(0, 1)|`` from a
+    generator seeded with ``seed``, unless ``init`` gives (W, H). The same updates, in the same
+    order and with the same ``eps``, as scikit-learn's ``NMF(solver="mu")`` (tested against it).
     """
     if matrix.dim() != 2 or bool((matrix < 0).any()):
         raise InputError("nmf needs a non-negative (M, P) matrix")
@@ -30,11 +32,16 @@ def nmf(matrix: torch.Tensor, k: int, iterations: int = 200, seed: int = 0, eps:
         w = (scale * torch.randn(v.shape[0], k, generator=generator, dtype=torch.float64).abs()).to(v.device)
         h = (scale * torch.randn(k, v.shape[1], generator=generator, dtype=torch.float64).abs()).to(v.device)
     else:
-        w, h = (t.double().clone() for t in init)
+        w, h = (t.double() for t in init)  # the updates below make new tensors: init is not changed
     for _ in range(iterations):
-        h = h * (w.T @ v) / ((w.T @ w) @ h).clamp_min(eps)
-        w = w * (v @ h.T) / (w @ (h @ h.T)).clamp_min(eps)
+        w = w * (v @ h.T) / _nonzero(w @ (h @ h.T), eps)
+        h = h * (w.T @ v) / _nonzero((w.T @ w) @ h, eps)
     return w, h
+
+
+def _nonzero(denominator: torch.Tensor, eps: float) -> torch.Tensor:
+    """``denominator`` with its exact zeros replaced by ``eps`` (scikit-learn's rule)."""
+    return torch.where(denominator == 0, eps, denominator)
 
 
 def factorize(activations: torch.Tensor, k: int = 5, iterations: int = 200, seed: int = 0

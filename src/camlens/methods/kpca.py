@@ -17,7 +17,7 @@ def kernel_matrix(x: torch.Tensor, kernel: str = "sigmoid", gamma: float | None 
     """Kernel between the rows of ``x``: (B, P, C) -> (B, P, P), scikit-learn's definitions.
 
     ``sigmoid``: tanh(gamma <x, y> + coef0); ``rbf``: exp(-gamma |x - y|^2); ``poly``:
-    (gamma <x, y> + coef0)^degree; ``linear``: <x, y>; ``cosine``: <x, y> / (|x| |y|).
+    (gamma <x, y> + coef0)^degree; ``linear``: <x, y>; ``cosine``: <x, y> / (|x| |y|) (0 for a zero row).
     ``gamma=None`` is 1 / C, as in scikit-learn.
     """
     if kernel not in _KERNELS:
@@ -30,9 +30,9 @@ def kernel_matrix(x: torch.Tensor, kernel: str = "sigmoid", gamma: float | None 
         return (gamma * dot + coef0) ** degree
     if kernel == "linear":
         return dot
-    if kernel == "cosine":
-        norm = x.norm(dim=-1, keepdim=True).clamp_min(1e-300)
-        return dot / (norm * norm.transpose(-1, -2))
+    if kernel == "cosine":  # rows scaled to unit length first: a zero row gives 0, as in scikit-learn
+        unit = x / x.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+        return unit @ unit.transpose(-1, -2)
     square = x.pow(2).sum(dim=-1, keepdim=True)
     return torch.exp(-gamma * (square + square.transpose(-1, -2) - 2 * dot).clamp_min(0))
 

@@ -81,7 +81,6 @@ def _score_channels(activations, scorer, top_k, scales=(1.0,), noise_std=0.0, sa
     Channels whose normalised low-resolution maps are identical are scored once.
     """
     n, c, h, w = activations.shape
-    size = tuple(scorer.inputs.shape[-2:])
     low = normalize_maps(activations.float()).flatten(2)  # identical here <=> identical masks
     selected = _selected_channels(activations, scorer, top_k)
     generator = torch.Generator(device=scorer.inputs.device).manual_seed(seed)
@@ -90,7 +89,7 @@ def _score_channels(activations, scorer, top_k, scales=(1.0,), noise_std=0.0, sa
         channels = selected[i].nonzero().flatten()
         unique, inverse = torch.unique(low[i, channels], dim=0, return_inverse=True)
         low_maps = unique.view(1, -1, h, w)
-        masks = scorer.masks(low_maps) if hasattr(scorer, "masks") else masks_from_activations(low_maps, size)[0]  # (M, H, W)
+        masks = scorer.masks(low_maps)  # (M, H, W)
         image = scorer.inputs[i]
         if noise_std > 0:
             noise = torch.randn((samples, *masks.shape), generator=generator, device=masks.device) * noise_std

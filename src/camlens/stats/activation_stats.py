@@ -157,7 +157,8 @@ class ActivationStats:
         bins, range: the histogram: ``bins`` equal bins over ``range`` (values outside
             are not counted, as ``torch.histc``). Default range: ``(0, 10)`` for
             activations; with ``backward=True`` the histogram is of ``log10(|grad|)``
-            over ``(-10, 2)``, which shows vanishing and exploding gradients.
+            over ``(-10, 2)``, which shows vanishing and exploding gradients (an exact 0 is in
+            no bin; it counts as near zero).
         include_paramless: with ``modules=None``, also hook leaves without parameters
             (ReLU, pooling, dropout modules).
         backward: record the gradient of the loss w.r.t. each module's output instead
@@ -265,7 +266,8 @@ class ActivationStats:
         self.every *= 2
         for series in self._series:
             series.keep(series.batch_tensor() % self.every == 0)
-        self.recorded_batches = (self.batch - 1) // self.every + 1 if self.batch > 0 else 0
+        # batches 0 .. batch - 1 on the new grid (thinning needs max_records >= 2 records: batch >= 2)
+        self.recorded_batches = (self.batch - 1) // self.every + 1
 
     def _on_model_forward(self, module: nn.Module, args: tuple) -> None:
         if self.train_only and not module.training:
@@ -327,7 +329,7 @@ class ActivationStats:
         parts = [mean, std, near.sum() / max(x.numel(), 1)]
         out = torch.stack(parts)
         if self.with_hist:
-            values = x.abs().clamp_min(1e-45).log10() if self.backward else x
+            values = x.abs().log10() if self.backward else x  # log10(0) = -inf: an exact 0 is in no bin
             out = torch.cat([out, torch.histc(values, self.bins, *self.range)])
         return out
 
