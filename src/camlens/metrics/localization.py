@@ -111,7 +111,7 @@ def largest_component(masks: torch.Tensor, max_iterations: int | None = None) ->
     lead, (height, width) = masks.shape[:-2], masks.shape[-2:]
     flat = masks.reshape(-1, 1, height, width)
     count = height * width
-    if count >= 2**24:
+    if count > 2**24:  # labels 1..count are exact in float32 up to 2**24
         raise InputError(f"maps of {height}x{width} are too large for float labels; downsample them first")
     keep = flat.float()
     labels = (torch.arange(1, count + 1, device=masks.device, dtype=torch.float32).view(1, 1, height, width)) * keep
