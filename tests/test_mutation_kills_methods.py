@@ -317,6 +317,23 @@ def test_nmf_random_start_is_scikit_learns_random_init_from_a_torch_generator():
     assert not torch.equal(w1, w2)  # the default is 200 iterations
     w3, _ = nmf(v, 3, iterations=200, seed=2)
     assert torch.equal(w1, w3)
+    assert torch.equal(nmf(v, 3, iterations=0)[0], nmf(v, 3, iterations=0, seed=0)[0])  # the default seed is 0
+    assert not torch.equal(nmf(v, 3, iterations=0)[0], nmf(v, 3, iterations=0, seed=1)[0])
+
+
+def test_factorize_and_dff_defaults_are_five_concepts_200_iterations_seed_0():
+    torch.manual_seed(14)
+    a = torch.rand(2, 6, 3, 3)
+    weights = torch.randn(2, 2, 6)
+    concepts, maps = factorize(a)
+    expected = factorize(a, k=5, iterations=200, seed=0)
+    assert concepts.shape == (6, 5) and torch.equal(concepts, expected[0]) and torch.equal(maps, expected[1])
+    for other in (dict(iterations=201), dict(seed=1)):
+        assert not torch.equal(factorize(a, **other)[0], concepts)
+    assert torch.equal(dff(a, weights), dff(a, weights, k=5, iterations=200, seed=0))
+    assert not torch.equal(dff(a, weights), dff(a, weights, k=4))
+    assert not torch.equal(dff(a, weights), dff(a, weights, seed=1))
+    assert not torch.equal(dff(a, weights), dff(a, weights, iterations=201))
 
 
 def _concept_activations():
