@@ -570,11 +570,16 @@ def print_score(config: dict, jobs: list, equivalents: dict[str, str], results_p
     for name, c in [*groups.items(), ("**all**", total)]:
         counted = c["killed"] + c["survived"]
         score = f"{100 * c['killed'] / counted:.1f} %" if counted else "-"
+        if counted and c["not run"]:
+            score += f" of the {counted} run"
         lines.append(f"| {name if name.startswith('*') else '`' + name + '`'} | {c['mutants']} | {c['equivalent']} | "
                      f"{c['killed']} | {c['survived']} | {c['not run']} | {score} |")
-    when = f"{min(dates)} to {max(dates)}" if dates else "never"
-    table = "\n".join([f"Score = killed / (mutants − equivalent), from `python tools/mutate.py -j 2` (runs of {when}):",
-                       "", *lines])
+    known = [d for d in dates if d != "?"]
+    when = f" (runs of {min(known)} to {max(known)})" if known else ""
+    caption = f"Score = killed / (mutants − equivalent), from `python tools/mutate.py -j 2`{when}"
+    if total.get("not run"):
+        caption += f"; {total['not run']} mutants have no recorded run yet, so this is the score of part of the code"
+    table = "\n".join([caption + ":", "", *lines])
     print(table)
     if readme:
         sys.path.insert(0, str(ROOT / "benchmarks"))
