@@ -669,3 +669,23 @@ def test_remove_takes_the_pending_gradient_hooks_off_the_tensors():
         assert outputs[0]._backward_hooks  # a gradient hook waits for the backward
     handle.remove()
     assert not outputs[0]._backward_hooks
+
+
+def test_two_value_outputs_get_the_unbiased_std():
+    lin = nn.Linear(2, 2)
+    with torch.no_grad():
+        out = lin(torch.ones(1, 2))
+    model = nn.Sequential(lin)
+    with ActivationStats(model) as stats, torch.no_grad():
+        model(torch.ones(1, 2))
+    a, b = out[0].tolist()
+    assert stats.layer_stats(0).std.item() == pytest.approx(abs(a - b) / 2 ** 0.5, rel=1e-6)
+
+
+def test_layer_stats_do_not_keep_the_histogram_rows_alive():
+    model = mlp()
+    with ActivationStats(model) as stats:
+        for _ in range(3):
+            model(torch.randn(2, 3))
+    for t in stats.layer_stats(0):  # each (n,) tensor holds its n values, not a view of the (n, 43) rows
+        assert t.untyped_storage().nbytes() == t.numel() * t.element_size()
