@@ -11,6 +11,14 @@ from torch import nn
 from camlens.io.zoo import AdaptiveConcatPool2d, MnistNet, fastai_style_resnet  # noqa: F401  (used by the tests)
 
 
+def pearson(a, b) -> float:
+    """Pearson r of two maps (arrays or tensors of any shape, flattened), in float64."""
+    a = torch.as_tensor(a).detach().flatten().double()
+    b = torch.as_tensor(b).detach().flatten().double()
+    a, b = a - a.mean(), b - b.mean()
+    return float((a @ b) / torch.sqrt((a @ a) * (b @ b) + 1e-30))
+
+
 class GapNet(nn.Module):
     """Conv body + global average pooling + one linear layer: CAM is exact here."""
 

@@ -18,16 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import camlens
+from conftest import pearson
 from camlens.targets import SegmentationMask, Similarity
 
 torchvision = pytest.importorskip("torchvision")
 pgc = pytest.importorskip("pytorch_grad_cam")
-
-
-def _pearson(a, b) -> float:
-    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
-    a, b = a - a.mean(), b - b.mean()
-    return float((a @ b) / np.sqrt((a @ a) * (b @ b) + 1e-30))
 
 
 class _Out(nn.Module):
@@ -60,7 +55,7 @@ def test_segmentation_models_equal_pytorch_grad_cam(arch, layer):
     cam = pgc.GradCAM(model=_Out(model), target_layers=[camlens.get_module(model, layer)])
     theirs = cam(input_tensor=x, targets=[SemanticSegmentationTarget(cls, m) for m in masks])
     for i in range(2):
-        r = _pearson(e.maps[i, 0], theirs[i])
+        r = pearson(e.maps[i, 0], theirs[i])
         assert r >= 0.999, (arch, i, r)
     assert torch.allclose(e.scores[:, 0], (out[:, cls] * torch.from_numpy(np.stack(masks))).sum((1, 2)), rtol=1e-4)
 
@@ -97,7 +92,7 @@ def test_similarity_equals_pytorch_grad_cam(embedding):
     cam = pgc.GradCAM(model=model, target_layers=[model._blocks[15]])
     theirs = cam(input_tensor=x, targets=[CosineTarget(reference)] * 2)
     for i in range(2):
-        r = _pearson(e.maps[i, 0], theirs[i])
+        r = pearson(e.maps[i, 0], theirs[i])
         assert r >= 0.999, (i, r)
 
 

@@ -21,16 +21,10 @@ from camlens.methods.kpca import kernel_first_component
 pgc = pytest.importorskip("pytorch_grad_cam")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
-from conftest import hook_count  # noqa: E402
+from conftest import hook_count, pearson  # noqa: E402
 
 NEW = ["gradcam_elementwise", "randomcam", "fem", "kpcacam", "shapleycam", "finercam", "fullgrad",
        "guided_backprop", "guided_gradcam", "dff"]
-
-
-def pearson(a, b) -> float:
-    a, b = torch.as_tensor(a).flatten().double(), torch.as_tensor(b).flatten().double()
-    a, b = a - a.mean(), b - b.mean()
-    return float((a * b).sum() / (a.norm() * b.norm()))
 
 
 def peer(cls, model, layers, x, classes, **kwargs):

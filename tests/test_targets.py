@@ -14,17 +14,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import camlens
+from conftest import pearson
 from camlens.core.errors import InputError
 from camlens.targets import BoxScore, ClassScore, Regression, SegmentationMask, Similarity
 
 torchvision = pytest.importorskip("torchvision")
 pgc = pytest.importorskip("pytorch_grad_cam")
-
-
-def _pearson(a, b) -> float:
-    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
-    a, b = a - a.mean(), b - b.mean()
-    return float((a @ b) / np.sqrt((a @ a) * (b @ b) + 1e-30))
 
 
 # -- segmentation -------------------------------------------------------------------------------
@@ -58,7 +53,7 @@ def test_segmentation_equals_pytorch_grad_cam(segmenter):
     cam = pgc.GradCAM(model=Out(segmenter), target_layers=[segmenter.backbone["16"]])
     theirs = cam(input_tensor=x, targets=[SemanticSegmentationTarget(cls, m) for m in masks])
     for i in range(2):
-        assert _pearson(e.maps[i, 0], theirs[i]) >= 0.999
+        assert pearson(e.maps[i, 0], theirs[i]) >= 0.999
     # the score is the sum of the class logits over the pixels where it wins
     assert torch.allclose(e.scores[:, 0], (out[:, cls] * torch.from_numpy(np.stack(masks))).sum((1, 2)), rtol=1e-4)
     # an explicit mask; and the error when the class wins nowhere
@@ -104,7 +99,7 @@ def test_box_score_equals_pytorch_grad_cam(detector):
     assert torch.allclose(e.boxes[0, 0], box)
     cam = pgc.GradCAM(model=detector, target_layers=[detector.backbone.body["16"]])
     theirs = cam(input_tensor=x, targets=[FasterRCNNBoxScoreTarget([label], box[None].numpy())])
-    r = _pearson(e.maps[0, 0], theirs[0])
+    r = pearson(e.maps[0, 0], theirs[0])
     assert r >= 0.999, r
 
 
@@ -212,7 +207,7 @@ def test_half_precision_models(dtype):
     half = camlens.explain(model.to(dtype), x, ["gradcam", "layercam"], classes=[1, 2])
     for name in full:
         assert half[name].maps.dtype == torch.float32 and half[name].raw.dtype == torch.float32
-        r = _pearson(half[name].maps, full[name].maps)
+        r = pearson(half[name].maps, full[name].maps)
         assert r >= 0.99, (dtype, name, r)
     assert camlens.find_target_layer(model, (3, 64, 64)) == "layer4"
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import camlens
+from conftest import pearson
 from camlens.core.errors import InputError
 
 timm = pytest.importorskip("timm")
@@ -59,11 +60,6 @@ def _family(name):
 
 FAMILIES = ["vit", "deit", "dinov2_reg", "swin", "convnext", "tv_vit", "tv_swin"]
 PEERS = {"gradcam": "GradCAM", "gradcampp": "GradCAMPlusPlus", "layercam": "LayerCAM", "scorecam": "ScoreCAM"}
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
-    return float((a @ b) / np.sqrt((a @ a) * (b @ b) + 1e-30))
 
 
 def _peer_reshape(kind: str, prefix: int, grid):
@@ -128,7 +124,7 @@ def test_maps_equal_pytorch_grad_cam(family, record_property, monkeypatch):
         assert e.maps.amax() == 1  # not a constant (all-zero) map
         cam = getattr(pgc, peer_name)(model=model, target_layers=[module], reshape_transform=_peer_reshape(kind, prefix, grid))
         theirs = cam(input_tensor=x, targets=[lambda out: scale * out[3]] * 2)
-        r = min(_pearson(e.maps[i, 0].numpy(), theirs[i]) for i in range(2))
+        r = min(pearson(e.maps[i, 0].numpy(), theirs[i]) for i in range(2))
         record_property(f"{name}-{method}", round(r, 5))
         print(f"{name} {method}: r = {r:.5f}")
         assert r >= 0.999, f"{name} {method}: r = {r:.4f}"
