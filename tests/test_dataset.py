@@ -161,6 +161,9 @@ def test_contract_columns_dtypes_maps_and_run_json(tmp_path, tiny):
         assert rows[1]["overlay"] == f"overlays/y/2/{method}_1_{rows[1]['class_index']}-class-{rows[1]['class_index']}.png"
         with Image.open(run.path / rows[1]["overlay"]) as overlay:
             assert overlay.size == (42, 34)  # the photo's own size
+            drawn = np.asarray(overlay).astype(int)
+        want = np.asarray(camlens.overlay(run.image(2), e.maps[0, 1])).astype(int)
+        assert np.abs(drawn - want).max() <= 1  # the same picture (a map rounding one step apart at most)
 
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["status"] == "complete" and info["n_images"] == 4 and info["methods"] == ["gradcam", "layercam"]

@@ -13,7 +13,8 @@ from PIL import Image
 
 import camlens
 from camlens.io.models import RandomWeightsWarning, load_model
-from camlens.viz.overlay import apply_colormap, overlay
+from camlens.io.png import encode_png
+from camlens.viz.overlay import apply_colormap, overlay, overlay_rgb8
 
 
 def test_random_torchvision_weights_warn_loudly():
@@ -57,6 +58,53 @@ def test_overlay_blends_and_keeps_the_image_size():
     assert np.abs(full[15, 20] - red_end).max() <= 1
     batch = overlay(torch.zeros(2, 3, 16, 16), torch.rand(2, 4, 4), alpha=0.5)
     assert batch.shape == (2, 3, 16, 16)
+
+
+@pytest.mark.parametrize("size, alpha, cmap", [((37, 53), 0.5, "jet"), ((224, 160), 0.3, "magma"), ((5, 9), 1.0, "turbo")])
+def test_overlay_rgb8_equals_the_pil_overlay_bit_for_bit(size, alpha, cmap):
+    generator = torch.Generator().manual_seed(sum(size))
+    pixels = torch.randint(0, 256, (*size, 3), dtype=torch.uint8, generator=generator)
+    heat = torch.rand(7, 7, generator=generator)
+    want = np.asarray(overlay(Image.fromarray(pixels.numpy()), heat, alpha=alpha, cmap=cmap))
+    got = overlay_rgb8(pixels, heat, alpha=alpha, cmap=cmap)
+    assert got.dtype == torch.uint8 and got.shape == (*size, 3)
+    np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_overlay_rgb8_by_hand_and_its_errors():
+    pixels = torch.full((4, 6, 3), 100, dtype=torch.uint8)
+    got = overlay_rgb8(pixels, torch.ones(2, 2), alpha=0.25, cmap="jet")  # every pixel: the colormap's top end
+    top = np.array(matplotlib.colormaps["jet"](1.0)[:3], dtype=np.float32)
+    want = np.round(np.clip(np.float32(0.75) * np.float32(100 / 255) + np.float32(0.25) * top, 0, 1) * 255)
+    assert (got.numpy() == want.astype(np.uint8)).all()
+    with pytest.raises(camlens.InputError, match="uint8"):
+        overlay_rgb8(pixels.float(), torch.ones(2, 2))
+    with pytest.raises(camlens.InputError, match="alpha"):
+        overlay_rgb8(pixels, torch.ones(2, 2), alpha=1.5)
+    with pytest.raises(camlens.InputError, match="one"):
+        overlay_rgb8(pixels, torch.ones(2, 2, 2))
+    with pytest.raises(camlens.InputError, match="NaN"):
+        overlay_rgb8(pixels, torch.full((2, 2), float("nan")))
+
+
+@pytest.mark.parametrize("height, width", [(1, 1), (1, 7), (9, 1), (34, 42), (171, 256)])
+def test_encode_png_decodes_to_the_same_pixels(height, width):
+    import io
+
+    generator = torch.Generator().manual_seed(height * 1000 + width)
+    noise = torch.randint(0, 256, (height, width, 3), dtype=torch.uint8, generator=generator)
+    smooth = torch.linspace(0, 255, width).round().to(torch.uint8)[None, :, None].expand(height, width, 3).contiguous()
+    for rgb in (noise, smooth, torch.zeros(height, width, 3, dtype=torch.uint8)):
+        data = encode_png(rgb)
+        with Image.open(io.BytesIO(data)) as decoded:
+            assert decoded.format == "PNG" and decoded.mode == "RGB" and decoded.size == (width, height)
+            np.testing.assert_array_equal(np.asarray(decoded), rgb.numpy())
+    if height * width > 1000:  # the Sub filter turns a smooth ramp into small repeated numbers
+        assert len(encode_png(smooth)) < smooth.numel() // 4
+    with pytest.raises(ValueError, match="uint8"):
+        encode_png(noise.float())
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        encode_png(noise[..., :2])
 
 
 def test_normalize_never_gives_nan():

@@ -16,7 +16,7 @@ from ..core.errors import InputError
 from ..io.models import LoadedModel, load_model
 from ..io.run import RunWriter, overlay_path
 from ..io.sources import ImageItem, match_class
-from ..viz.overlay import overlay
+from ..viz.overlay import overlay_rgb8
 from .explain import explain
 
 __all__ = ["ModelSpec", "DatasetConfig", "BatchExplainer"]
@@ -105,8 +105,8 @@ class BatchExplainer:
         writes, self._writes = self._writes, []
         return writes
 
-    def _write_overlay(self, relative: str, pil, heat: torch.Tensor) -> None:
-        blended = overlay(pil, heat, alpha=self.config.alpha, cmap=self.config.cmap)
+    def _write_overlay(self, relative: str, pixels: torch.Tensor, heat: torch.Tensor) -> None:
+        blended = overlay_rgb8(pixels, heat, alpha=self.config.alpha, cmap=self.config.cmap)
         self.writer.write_overlay(relative, blended)
 
     def _true_index(self, item: ImageItem, decoded: dict) -> int | None:
@@ -158,11 +158,7 @@ class BatchExplainer:
                                 e.maps.float().cpu() if config.overlays else None, e.target_layer)
         for row_index, (image_id, item, d) in enumerate(good):
             true_index = self._true_index(item, d)
-            pil = None
-            if config.overlays:
-                from PIL import Image
-
-                pil = Image.fromarray(d["pixels"].numpy())
+            pixels = d["pixels"] if config.overlays else None  # (H, W, 3) uint8
             base = _image_row(image_id, item, d)
             base.update(predicted_index=predicted[row_index], predicted_name=config.label(predicted[row_index]),
                         true_index=true_index, true_name=config.label(true_index),
@@ -173,12 +169,12 @@ class BatchExplainer:
                 for rank, class_index in enumerate(classes[row_index]):
                     class_name = config.label(class_index)
                     relative = None
-                    if pil is not None:
+                    if pixels is not None:
                         relative = overlay_path(item.relpath, name, rank, class_index, class_name)
                         if self._executor is None:
-                            self._write_overlay(relative, pil, maps[row_index, rank])
+                            self._write_overlay(relative, pixels, maps[row_index, rank])
                         else:
-                            self._writes.append(self._executor.submit(self._write_overlay, relative, pil,
+                            self._writes.append(self._executor.submit(self._write_overlay, relative, pixels,
                                                                       maps[row_index, rank]))
                     rows.append({
                         **base, "method": name, "target_layer": layer, "rank": rank, "class_index": class_index,

@@ -27,7 +27,6 @@ import re
 import shutil
 import tempfile
 import time
-import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -36,6 +35,7 @@ import numpy as np
 
 from ..core.errors import InputError
 from .files import atomic_write
+from .png import encode_png
 
 __all__ = [
     "FORMAT", "MANIFEST", "MAPS", "RUN_JSON", "OVERLAYS", "manifest_schema", "class_slug", "overlay_path",
@@ -226,14 +226,14 @@ class RunWriter:
                              "(the model gave a different map size for this image)")
         array[int(image_id)] = raw.astype(np.float16)
 
-    def write_overlay(self, relative: str, image) -> str:
-        """Save a PIL image as PNG at ``relative`` (from :func:`overlay_path`), atomically.
+    def write_overlay(self, relative: str, rgb) -> str:
+        """Save an (H, W, 3) uint8 image (tensor or array) as PNG at ``relative`` (from :func:`overlay_path`), atomically.
 
-        zlib's Huffman-only strategy after PNG's row filters: on overlays (a photo under a smooth
-        heatmap) it is 13-40 % faster than level 1 and the files are ~12 % smaller.
+        Encoded by :func:`camlens.io.png.encode_png` (one fixed row filter, Huffman-only zlib):
+        about 3× faster than Pillow's PNG writer on overlays, and smaller files.
         """
-        atomic_write(self.path / relative, lambda tmp: image.save(tmp, format="PNG", compress_level=1,
-                                                                  compress_type=zlib.Z_HUFFMAN_ONLY))
+        data = encode_png(rgb)
+        atomic_write(self.path / relative, lambda tmp: Path(tmp).write_bytes(data))
         return relative
 
 

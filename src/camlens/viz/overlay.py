@@ -20,7 +20,7 @@ from ..core.errors import InputError
 from ..io.files import atomic_write
 from ..io.images import to_tensor_image
 
-__all__ = ["colormap_lut", "apply_colormap", "overlay", "to_tensor_image", "plot_explanation", "save_image", "save_figure"]
+__all__ = ["colormap_lut", "apply_colormap", "overlay", "overlay_rgb8", "to_tensor_image", "plot_explanation", "save_image", "save_figure"]
 
 
 @lru_cache(maxsize=16)
@@ -64,8 +64,7 @@ def overlay(image: Any, map: torch.Tensor, alpha: float = 0.5, cmap: str = "jet"
         >>> out.shape
         torch.Size([3, 64, 64])
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise InputError(f"alpha must be in [0, 1], got {alpha}")
+    _check_alpha(alpha)
     as_pil = isinstance(image, Image.Image)
     batched = isinstance(image, torch.Tensor) and image.dim() == 4
     pixels = torch.stack([to_tensor_image(one) for one in image]) if batched else to_tensor_image(image).unsqueeze(0)
@@ -73,11 +72,48 @@ def overlay(image: Any, map: torch.Tensor, alpha: float = 0.5, cmap: str = "jet"
     if heat.shape[0] not in (1, pixels.shape[0]):
         raise InputError(f"{heat.shape[0]} maps for {pixels.shape[0]} images")
     heat = F.interpolate(heat, size=pixels.shape[-2:], mode="bilinear", align_corners=False).clamp(0, 1)
-    blended = (1 - alpha) * pixels + alpha * apply_colormap(heat[:, 0], cmap)
+    blended = (1 - alpha) * pixels + _coloured(heat[:, 0], alpha, cmap).movedim(-1, -3)
     if as_pil:
-        array = (blended[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
-        return Image.fromarray(array)
+        return Image.fromarray(_to_uint8(blended[0].permute(1, 2, 0)).cpu().numpy())
     return blended if batched else blended[0]
+
+
+def overlay_rgb8(pixels: torch.Tensor, map: torch.Tensor, alpha: float = 0.5, cmap: str = "jet") -> torch.Tensor:
+    """:func:`overlay` for a uint8 photo, in uint8: (H, W, 3) pixels and an (h, w) map -> (H, W, 3) uint8.
+
+    The same numbers as ``overlay(PIL image, map)`` (bit for bit) without PIL or a channels-first
+    float copy of the photo: what the dataset engine draws for each overlay PNG.
+
+    Example:
+        >>> import torch
+        >>> overlay_rgb8(torch.zeros(48, 64, 3, dtype=torch.uint8), torch.rand(7, 7)).shape
+        torch.Size([48, 64, 3])
+    """
+    _check_alpha(alpha)
+    if pixels.dtype != torch.uint8 or pixels.dim() != 3 or pixels.shape[-1] != 3:
+        raise InputError(f"overlay_rgb8 takes (H, W, 3) uint8 pixels, got {pixels.dtype} of shape {tuple(pixels.shape)}")
+    heat = _heat(map).to(pixels.device)
+    if heat.shape[0] != 1:
+        raise InputError(f"overlay_rgb8 takes one (h, w) map, got shape {tuple(map.shape)}")
+    heat = F.interpolate(heat, size=pixels.shape[:2], mode="bilinear", align_corners=False)[0, 0].clamp_(0, 1)
+    blended = pixels.float().div_(255).mul_(1 - alpha).add_(_coloured(heat, alpha, cmap))
+    return _to_uint8(blended)
+
+
+def _check_alpha(alpha: float) -> None:
+    if not 0.0 <= alpha <= 1.0:
+        raise InputError(f"alpha must be in [0, 1], got {alpha}")
+
+
+def _coloured(heat: torch.Tensor, alpha: float, cmap: str) -> torch.Tensor:
+    """``alpha * colour(heat)``: heat (..., H, W) in [0, 1] -> (..., H, W, 3), channels last."""
+    index = (heat * 255).round().long()
+    return F.embedding(index, alpha * colormap_lut(cmap, heat.device))
+
+
+def _to_uint8(values: torch.Tensor) -> torch.Tensor:
+    """Values in [0, 1] (clamped) -> uint8 0..255, rounded."""
+    return values.clamp(0, 1).mul_(255).round_().to(torch.uint8)
 
 
 def _heat(map: Any) -> torch.Tensor:
