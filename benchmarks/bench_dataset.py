@@ -21,7 +21,9 @@ Cases, timed from the first batch request to the last file written (model alread
 - pytorch-grad-cam's usual loop over the same batches: ``GradCAM(model, [layer])`` then
   ``show_cam_on_image`` per image and the picture saved — camlens with overlays, target >= 2.5x;
 - peak RSS of a whole ``camlens explain`` run (fresh process, overlays on) at two sizes:
-  the target is a difference under 100 MB.
+  the target is a difference under 100 MB;
+- the PNG encoders on overlays of these photos: camlens's own (``camlens.io.png``), Pillow's
+  and torchvision's (libpng).
 
 The figures of a full run go into README.md between ``<!-- bench_dataset -->`` markers
 (``--no-readme`` to skip; ``--quick``, ``--images`` and ``--rss`` never write them).
@@ -144,6 +146,48 @@ def camlens_run(loaded, folder, n, out, batch_size, workers, overlays, overlay_s
     return time.perf_counter() - start
 
 
+def png_encoders(paths, n: int = 60) -> list[tuple[str, float, float]]:
+    """ms per overlay and KB per file of PNG encoders, on overlays of the benchmark's photos at their own size."""
+    import io
+    import zlib
+
+    from PIL import Image
+
+    from camlens.io.images import load_image
+    from camlens.io.png import encode_png
+    from camlens.viz.overlay import overlay_rgb8
+
+    generator = torch.Generator().manual_seed(0)
+    pictures = [overlay_rgb8(torch.from_numpy(np.asarray(load_image(p).convert("RGB"))).contiguous(),
+                             torch.rand(7, 7, generator=generator)) for p in paths[:n]]
+
+    def pillow(options):
+        def encode(rgb):
+            buffer = io.BytesIO()
+            Image.fromarray(rgb.numpy()).save(buffer, format="PNG", **options)
+            return buffer.getvalue()
+        return encode
+
+    encoders = [("camlens `encode_png` (Average filter, Huffman-only zlib)", encode_png),
+                ("Pillow, `compress_level=1`, Huffman-only (camlens before)", pillow({"compress_level": 1, "compress_type": zlib.Z_HUFFMAN_ONLY})),
+                ("Pillow, `compress_level=1`", pillow({"compress_level": 1})),
+                ("Pillow, default level (6)", pillow({}))]
+    try:
+        from torchvision.io import encode_png as tv_encode
+
+        encoders.append(("torchvision `encode_png`, level 1 (libpng)",
+                         lambda rgb: tv_encode(rgb.permute(2, 0, 1).contiguous(), compression_level=1).numpy().tobytes()))
+    except ImportError:
+        pass
+    rows = []
+    for label, encode in encoders:
+        encode(pictures[0])
+        start = time.perf_counter()
+        sizes = [len(encode(rgb)) for rgb in pictures]
+        rows.append((label, 1000 * (time.perf_counter() - start) / len(pictures), sum(sizes) / len(sizes) / 1024))
+    return rows
+
+
 def _status_mb(pid: int | str, key: str) -> float:
     try:
         text = Path(f"/proc/{pid}/status").read_text()
@@ -219,6 +263,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import _readme
     from bench_methods import lite0_with_head_activation
+    from PIL import Image
 
     from camlens.io.sources import resolve_sources
 
@@ -246,6 +291,7 @@ def main() -> None:
         pgc = None
         print("pytorch-grad-cam is not installed (pip install -e '.[bench]'): its row is skipped")
     rss = [measure_rss(folder, size, args.batch_size, workers, scratch) for size in sizes]
+    encoders = png_encoders(paths)
 
     rows = [
         ("plain PyTorch loop (decode, preprocess, forward, backward to the layer, map)", plain, "1.00×", ""),
@@ -270,6 +316,10 @@ def main() -> None:
     growth = rss[-1]["rss_mb"] - rss[0]["rss_mb"]
     lines.append(f"| difference, {sizes[-1]} − {sizes[0]} images | | | {growth:+.0f} MB (target < 100 MB) | "
                  f"{rss[-1]['worker_rss_mb'] - rss[0]['worker_rss_mb']:+.0f} MB |")
+    pixels = np.mean([Image.open(p).width * Image.open(p).height for p in paths[:60]]) / 1e3
+    lines += ["", f"| PNG encoder, on {min(60, len(paths))} of these overlays at the photo's size "
+              f"(mean {pixels:.0f} kpixels), one thread | ms per overlay | KB per file |", "|---|---:|---:|"]
+    lines += [f"| {label} | {ms:.1f} | {kb:.0f} |" for label, ms, kb in encoders]
     table = "\n".join(lines)
     print(table)
     print(f"ratios: no overlays {plain / bare:.2f}× plain (≥ 0.8), overlays {plain / full:.2f}× plain (≥ 0.5)"
