@@ -965,3 +965,385 @@ def test_plot_curves_draws_the_mean_curve_of_each_method(evaluate_case):
         assert len(many.axes[0].lines) == 9
     finally:
         plt.close(many)
+
+
+# =============================================================================================
+# Defaults a user relies on without passing them: steps, memory bounds, noise, seeds, bars
+# =============================================================================================
+
+def recording(model: nn.Module) -> tuple[nn.Module, list[int]]:
+    """The model and the batch size of every forward it runs (the largest is the memory bound)."""
+    sizes: list[int] = []
+    model.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
+    return model, sizes
+
+
+def screen(text: str) -> list[str]:
+    """The non-blank lines a terminal shows after ``text`` (``\\r`` returns to the line's start).
+
+    Enough for one tqdm bar at a time: its updates overwrite the line, and a bar made with
+    ``leave=False`` writes spaces over itself when it closes.
+    """
+    lines = []
+    for line in text.split("\n"):
+        shown: list[str] = []
+        column = 0
+        for char in line:
+            if char == "\r":
+                column = 0
+                continue
+            shown[column:column + 1] = [char]
+            column += 1
+        lines.append("".join(shown).rstrip())
+    return [line for line in lines if line]
+
+
+def test_curve_defaults_step_0_05_batches_of_64_and_a_bar_that_goes_away(capsys):
+    """Deletion and insertion with every default: 0.05 of the pixels per step ("21 points"), at
+    most 64 perturbed images per forward, and a progress bar on stderr that is cleared when the
+    curve is done. 4 images of 4 x 10 = 40 pixels: 2 pixels a step, 84 images per curve, so a
+    batch of 64 is filled and one of 65 would be seen."""
+    generator = torch.Generator().manual_seed(11)
+    model, sizes = recording(linear_model(torch.randn(3, 1, 4, 10, generator=generator)))
+    x = torch.rand(4, 1, 4, 10, generator=generator)
+    maps = torch.rand(4, 4, 10, generator=generator)
+    classes = torch.tensor([0, 2, 1, 0])
+    for curve, mode, baseline in ((deletion_curve, "deletion", torch.zeros_like(x)),
+                                  (insertion_curve, "insertion", gaussian_blur(x))):
+        expected, fractions = rise_reference(model, x, maps[:, None], classes[:, None], 2, baseline, mode)
+        sizes.clear()
+        capsys.readouterr()
+        curves = curve(model, x, maps, classes)
+        err = capsys.readouterr().err
+        assert curves.fractions.numel() == 21 and torch.allclose(curves.fractions, fractions)
+        assert torch.allclose(curves.scores, expected, atol=1e-6)
+        assert max(sizes) == 64, mode
+        assert f"{mode}:" in err and "84/84" not in screen(err), mode  # shown while running ...
+        assert screen(err) == [], mode  # ... and gone afterwards
+
+
+def test_confidence_change_defaults_batches_of_64_and_no_bar_unless_asked(capsys):
+    """33 images x 2 classes = 66 masked images: forwards of at most 64 by default; no progress
+    bar by default (one forward per batch is quick); with progress=True a bar that is cleared."""
+    generator = torch.Generator().manual_seed(12)
+    model, sizes = recording(linear_model(torch.randn(3, 1, 2, 3, generator=generator)))
+    x = torch.randn(33, 1, 2, 3, generator=generator)
+    maps = torch.rand(33, 2, 2, 3, generator=generator)
+    classes = torch.randint(0, 3, (33, 2), generator=generator)
+    capsys.readouterr()
+    change = confidence_change(model, x, maps, classes)
+    assert capsys.readouterr().err == ""
+    assert max(sizes) == 64
+    with torch.no_grad():
+        masked = model(x.repeat_interleave(2, 0) * maps.flatten(0, 1)[:, None]).softmax(-1)
+    assert torch.allclose(change.masked, masked.gather(1, classes.view(-1, 1)).flatten(), atol=1e-6)
+    confidence_change(model, x, maps, classes, progress=True)
+    err = capsys.readouterr().err
+    assert "confidence:" in err and screen(err) == []
+
+
+def test_confidence_change_looks_at_every_pixel_of_the_maps():
+    """One pixel out of [0, 1] among in-range ones is refused: the smallest and the largest value."""
+    model, x = linear_model(torch.rand(2, 1, 2, 2)), torch.rand(2, 1, 2, 2)
+    for bad in (-0.01, 1.01):
+        maps = torch.full((2, 2, 2), 0.5)
+        maps[1, 1, 0] = bad
+        with pytest.raises(InputError, match=r"\[0, 1\]"):
+            confidence_change(model, x, maps, 0)
+
+
+def test_auc_of_integer_scores_is_the_area_of_the_same_floats():
+    """A curve of ints (counts, hits) has the area of the same floats: x = 0, 0.5, 1 stays fractional."""
+    area = auc(torch.tensor([1, 0, 0]))
+    assert area.is_floating_point() and area.item() == pytest.approx(0.25)
+    assert auc([[2, 2, 0], [0, 1, 0]]).tolist() == pytest.approx([1.5, 0.5])
+
+
+# =============================================================================================
+# ROAD: a hand-solved imputation, the noise and seed defaults, ties, masks
+# =============================================================================================
+
+def test_imputation_solves_the_papers_system_by_hand_on_two_neighbouring_holes():
+    """Rong et al.: each removed pixel is the weighted mean of its in-image neighbours, edges 1/6,
+    corners 1/12. On the 3 x 4 image below, u = (1, 1) and v = (0, 1) are removed:
+
+        u = (v + 10 + 5 + 7) / 6 + (1 + 3 + 9 + 11) / 12        (all 8 neighbours inside, weight 1)
+        (2/3) v = (1 + 3 + u) / 6 + (5 + 7) / 12                 (top row: 3 edges, 2 corners inside)
+
+    so v = u / 4 + 5/2, u = 146/23 and v = 94/23. The second channel is ten times the first (the
+    system is linear, channel by channel); the image is wider than tall (rows are not columns)."""
+    first = torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0], [9.0, 10.0, 11.0, 12.0]])
+    images = torch.stack([first, 10 * first])[None]
+    removed = torch.zeros(1, 3, 4, dtype=torch.bool)
+    removed[0, 1, 1] = removed[0, 0, 1] = True
+    out = noisy_linear_imputation(images, removed, noise=0.0)
+    assert out[0, :, 1, 1].tolist() == pytest.approx([146 / 23, 1460 / 23], rel=1e-6)
+    assert out[0, :, 0, 1].tolist() == pytest.approx([94 / 23, 940 / 23], rel=1e-6)
+    assert torch.equal(out[~removed[:, None].expand_as(out)], images[~removed[:, None].expand_as(images)])
+
+
+def test_imputation_default_noise_is_0_01_times_the_generators_normal_draws():
+    """noise * N(0, 1) is added to each filled value, Rong et al.'s 0.01 by default; the draws come
+    from the generator in order: image by image, removed pixels in raster order, channels inside."""
+    generator = torch.Generator().manual_seed(13)
+    images = torch.rand(3, 2, 5, 6, generator=generator)
+    removed = torch.rand(3, 5, 6, generator=generator) > 0.6
+    removed[1] = False  # nothing removed: no draw
+    clean = noisy_linear_imputation(images, removed, noise=0.0)
+    out = noisy_linear_imputation(images, removed, generator=torch.Generator().manual_seed(4))
+    draws, expected = torch.Generator().manual_seed(4), clean.clone()
+    for i in range(3):
+        pixels = removed[i].flatten().nonzero().flatten()
+        if pixels.numel():
+            expected[i].view(2, -1)[:, pixels] += 0.01 * torch.randn(pixels.numel(), 2, generator=draws).T
+    assert torch.allclose(out, expected, atol=1e-7)
+    assert not torch.allclose(out, clean, atol=1e-3)
+
+
+def test_imputation_of_images_that_require_grad_is_detached():
+    """The imputed images are data, not a graph: same values as for detached images, no grad."""
+    images = torch.rand(2, 3, 4, 5, generator=torch.Generator().manual_seed(14)).requires_grad_()
+    removed = torch.zeros(2, 4, 5, dtype=torch.bool)
+    removed[:, 1:3, 1:4] = True
+    out = noisy_linear_imputation(images, removed, noise=0.0)
+    assert not out.requires_grad
+    assert torch.equal(out, noisy_linear_imputation(images.detach(), removed, noise=0.0))
+
+
+def test_imputation_refuses_masks_with_channels_and_images_without_a_batch():
+    """A mask is one per image, (B, H, W) or (B, 1, H, W): a (B, C, H, W) mask is refused rather
+    than read from its first channel; (C, H, W) images (no batch) are refused by name."""
+    images = torch.rand(2, 3, 4, 5)
+    per_channel = torch.zeros(2, 3, 4, 5, dtype=torch.bool)
+    per_channel[:, 1:, 1, 1] = True  # channel 0 removes nothing
+    with pytest.raises(InputError, match="removed must be"):
+        noisy_linear_imputation(images, per_channel)
+    with pytest.raises(InputError, match=r"images must be \(B, C, H, W\)"):
+        noisy_linear_imputation(images[0], torch.zeros(3, 4, 5, dtype=torch.bool))
+
+
+def road_reference(model, x, maps, classes, fractions, noise, seed, score=lambda z: z.softmax(-1)):
+    """ROAD by a loop: (MoRF, LeRF) scores (P, T) for one map per image.
+
+    Pixels ranked by a stable sort (equal values in raster order), the ``removed_count`` most
+    (MoRF) or least (LeRF) relevant removed, filled noise-free, then ``noise`` times draws of one
+    generator seeded with ``seed``, in the order MoRF then LeRF, pair by pair, share by share."""
+    draws = torch.Generator().manual_seed(seed)
+    pairs, channels, total = x.shape[0], x.shape[1], maps[0].numel()
+    results = torch.empty(2, pairs, len(fractions))
+    for lerf in (0, 1):
+        for p in range(pairs):
+            values = maps[p].flatten().tolist()
+            order = sorted(range(total), key=lambda j: -values[j])
+            for t, fraction in enumerate(fractions):
+                count = removed_count(fraction, total)
+                removed = torch.zeros(total, dtype=torch.bool)
+                removed[order[total - count:] if lerf else order[:count]] = True
+                image = noisy_linear_imputation(x[p:p + 1], removed.view(1, *maps.shape[-2:]), noise=0.0)
+                pixels = removed.nonzero().flatten()
+                draw = torch.randn(pixels.numel(), channels, generator=draws)
+                image[0].view(channels, -1)[:, pixels] += noise * draw.T
+                with torch.no_grad():
+                    results[lerf, p, t] = score(model(image))[0, int(classes[p])]
+    return results[0], results[1]
+
+
+def test_road_defaults_noise_0_01_seed_0_batches_of_32_and_no_bar(capsys):
+    """road() with every default equals the loop with Rong et al.'s noise 0.01 and seed 0 at
+    pytorch-grad-cam's 9 shares; 2 pairs x 9 shares x 2 orders = 36 imputed images: forwards of at
+    most 32; no progress bar unless asked, and then one that is cleared."""
+    generator = torch.Generator().manual_seed(15)
+    model, sizes = recording(linear_model(3 * torch.randn(3, 2, 4, 5, generator=generator)))
+    x = torch.randn(2, 2, 4, 5, generator=generator)
+    maps = torch.rand(2, 4, 5, generator=generator)
+    classes = torch.tensor([0, 2])
+    capsys.readouterr()
+    ours = road(model, x, maps, classes)
+    assert capsys.readouterr().err == ""
+    assert max(sizes) == 32
+    morf, lerf = road_reference(model, x, maps, classes, DEFAULT_FRACTIONS, 0.01, 0)
+    assert torch.allclose(ours.morf, morf, atol=1e-6) and torch.allclose(ours.lerf, lerf, atol=1e-6)
+    other_seed, _ = road_reference(model, x, maps, classes, DEFAULT_FRACTIONS, 0.01, 1)
+    assert not torch.allclose(ours.morf, other_seed, atol=1e-4)  # the noise shows at this size
+    road(model, x, maps, classes, fractions=(0.5,), progress=True)
+    err = capsys.readouterr().err
+    assert "ROAD:" in err and screen(err) == []
+
+
+def test_road_ranks_equal_values_in_raster_order():
+    """An 8 x 10 map of three values (each 26 or 27 times): MoRF removes the first pixels in raster
+    order among equals, LeRF the last, as deletion_curve ranks them."""
+    generator = torch.Generator().manual_seed(16)
+    model = linear_model(torch.randn(2, 1, 8, 10, generator=generator))
+    x = torch.randn(1, 1, 8, 10, generator=generator)
+    maps = (torch.arange(80) % 3).float().view(1, 8, 10) / 2
+    logit = lambda z: z  # noqa: E731
+    ours = road(model, x, maps, 1, fractions=(0.2, 0.5), noise=0.0, score="logit")
+    morf, lerf = road_reference(model, x, maps, [1], (0.2, 0.5), 0.0, 0, score=logit)
+    assert torch.allclose(ours.morf, morf, atol=1e-5) and torch.allclose(ours.lerf, lerf, atol=1e-5)
+
+
+# =============================================================================================
+# evaluate and evaluate_maps: defaults, the time budget, the layer, the progress bars
+# =============================================================================================
+
+def test_evaluate_maps_defaults_tolerance_15_batches_of_64_and_progress_bars(capsys):
+    """evaluate_maps with every default: the pointing game's 15-pixel tolerance (peaks 16, 15, 17
+    and 3 pixels from a box in column 0 of a 2 x 20 image: hits only at 15 and 3), forwards of
+    at most 64 (4 images x 21 points = 84 per curve), and a bar per metric, each cleared."""
+    generator = torch.Generator().manual_seed(17)
+    model, sizes = recording(linear_model(torch.randn(3, 1, 2, 20, generator=generator)))
+    x = torch.rand(4, 1, 2, 20, generator=generator)
+    maps = torch.zeros(4, 2, 20)
+    for i, column in enumerate((16, 15, 17, 3)):
+        maps[i, 0, column] = 1.0
+    boxes = torch.tensor([[0, 0, 1, 2]] * 4)
+    capsys.readouterr()
+    result = evaluate_maps(model, x, maps, torch.tensor([0, 1, 2, 0]), boxes)
+    err = capsys.readouterr().err
+    assert result.pointing.tolist() == [False, True, False, True]
+    assert max(sizes) == 64
+    assert "deletion:" in err and "insertion:" in err and "confidence:" in err and screen(err) == []
+
+
+def test_evaluate_defaults_step_tolerance_explain_batches_and_progress(capsys):
+    """evaluate with the defaults that batch_size=4 leaves visible: 21 deletion points (step
+    0.05 of 2 x 40 pixels), the 15-pixel tolerance (boxes placed 16 pixels from each Grad-CAM
+    peak: all miss, at 16 they would hit), :func:`camlens.explain` on at most 16 images at a time
+    (18 images: 1 to time the method, then 16, then 1), and progress bars."""
+    model = small_net(channels=1, classes=3, seed=3)
+    x = torch.randn(18, 1, 2, 40, generator=torch.Generator().manual_seed(18))
+    maps = camlens.explain(model, x, "gradcam", target_layer="1").maps[:, 0]
+    peaks = maps.flatten(1).argmax(1) % 40
+    boxes = torch.tensor([[c - 16, 0, c - 15, 2] if c >= 16 else [c + 16, 0, c + 17, 2] for c in peaks.tolist()])
+    assert pointing_game(maps, boxes, 16).all() and not pointing_game(maps, boxes, 15).any()  # the input decides
+    model, sizes = recording(model)
+    capsys.readouterr()
+    result = evaluate(model, x, "gradcam", targets=boxes, target_layer="1", batch_size=4)
+    err = capsys.readouterr().err
+    scores = result.scores["gradcam"]
+    assert scores.images == 18 and scores.deletion.fractions.numel() == 21
+    assert not scores.pointing.any()
+    assert max(sizes) == 16  # explain's batches; every metric forward holds at most 4
+    assert "deletion:" in err
+
+
+def test_evaluate_scores_at_most_64_images_per_forward_by_default(evaluate_case):
+    """4 images x 21 points = 84 perturbed images per curve: forwards of 64 and 20."""
+    model, sizes = recording(small_net(channels=2, classes=4, seed=2))
+    _, x, _, _, _ = evaluate_case
+    x = torch.cat([x, x.flip(-1)])[:4]
+    evaluate(model, x, "gradcam", target_layer="1", explain_batch_size=2, progress=False)
+    assert max(sizes) == 64
+
+
+def test_time_budget_stops_a_method_after_the_images_that_fit(evaluate_case, monkeypatch):
+    """A fake clock that runs 0.5 s per image the model sees: the first image takes 0.5 s, so a
+    budget of 1.6 s explains int(1.6 / 0.5) = 3 of the 5 images (one at a time), and the time
+    reported is 1.5 s / 3 images = 0.5 s per image."""
+    import sys
+    from types import SimpleNamespace
+
+    _, x, _, _, boxes = evaluate_case
+    x, boxes = torch.cat([x, x.flip(-1)])[:5], torch.cat([boxes, boxes])[:5]
+    model = small_net(channels=2, classes=4, seed=2)
+    clock = [100.0]
+    model.register_forward_pre_hook(lambda module, args: clock.__setitem__(0, clock[0] + 0.5 * args[0].shape[0]))
+    monkeypatch.setattr(sys.modules["camlens.metrics.evaluate"], "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    result = evaluate(model, x, "gradcam", classes=[0, 1], targets=boxes, target_layer="1", step=0.5,
+                      explain_batch_size=1, max_seconds_per_method=1.6, progress=False)
+    scores = result.scores["gradcam"]
+    assert scores.images == 3 and scores.pointing.shape == (6,)
+    assert scores.seconds_per_image == pytest.approx(0.5)
+    maps = camlens.explain(model, x[:3], "gradcam", target_layer="1", classes=[0, 1]).maps
+    assert scores.energy.tolist() == pytest.approx(energy_pointing_game(maps, boxes[:3]).flatten().tolist())
+
+
+def test_evaluate_explains_at_the_named_layer():
+    """target_layer="1" (the first ReLU) is used as given, not replaced by the layer camlens would
+    find (the last ReLU): the maps, and so the energy in the boxes, differ between the two."""
+    torch.manual_seed(19)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    x = torch.randn(2, 1, 6, 8)
+    boxes = torch.tensor([[0, 0, 3, 3], [4, 2, 8, 6]])
+    named = camlens.explain(model, x, "gradcam", target_layer="1").maps
+    found = camlens.explain(model, x, "gradcam").maps
+    assert not torch.allclose(energy_pointing_game(named, boxes), energy_pointing_game(found, boxes), atol=1e-3)
+    result = evaluate(model, x, "gradcam", targets=boxes, target_layer="1", step=0.5, progress=False)
+    expected = energy_pointing_game(named, boxes).flatten()
+    assert result.scores["gradcam"].energy.tolist() == pytest.approx(expected.tolist())
+
+
+def test_evaluate_shows_a_methods_bar_naming_each_method_only_when_asked(evaluate_case, capsys):
+    """progress=False: nothing on stderr. By default, for two methods or more, a "methods" bar
+    whose postfix names the method being evaluated."""
+    model, x, _, _, _ = evaluate_case
+    capsys.readouterr()
+    evaluate(model, x, ["gradcam", "hirescam"], target_layer="1", step=0.5, progress=False)
+    assert capsys.readouterr().err == ""
+    evaluate(model, x, ["gradcam", "hirescam"], target_layer="1", step=0.5)
+    err = capsys.readouterr().err
+    assert "methods:" in err and ", gradcam]" in err and ", hirescam]" in err
+
+
+# =============================================================================================
+# plot_curves: what the figure shows
+# =============================================================================================
+
+def curves_of(mode: str, rows: list[list[float]]) -> Curves:
+    scores = torch.tensor(rows)
+    fractions = torch.linspace(0, 1, scores.shape[1])
+    return Curves(mode, fractions, scores, auc(scores, fractions))
+
+
+def test_plot_curves_shares_the_score_axis_and_gives_each_method_its_colour():
+    """Deletion scores in [0, 0.5] and insertion scores in [0.4, 0.95] on one score axis (the
+    panels compare by eye); x from 0 to 1. 21 methods: the first 20 get the 20 colours of tab20,
+    the 21st starts the palette again, so no two neighbours in the legend look alike."""
+    import matplotlib.pyplot as plt
+
+    one = MethodScores("one", deletion=curves_of("deletion", [[0.5, 0.2, 0.0], [0.3, 0.1, 0.0]]),
+                       insertion=curves_of("insertion", [[0.4, 0.8, 0.95], [0.5, 0.7, 0.9]]))
+    figure = plot_curves({"one": one})
+    try:
+        deletion, insertion = figure.axes
+        assert deletion.get_ylim() == insertion.get_ylim()
+        low, high = deletion.get_ylim()
+        assert low <= 0.0 and high >= 0.95
+        for ax, mean in ((deletion, [0.4, 0.15, 0.0]), (insertion, [0.45, 0.75, 0.925])):
+            assert ax.get_xlim()[0] <= 0 and ax.get_xlim()[1] >= 1
+            assert ax.lines[0].get_xdata().tolist() == pytest.approx([0, 0.5, 1])
+            assert ax.lines[0].get_ydata().tolist() == pytest.approx(mean)
+    finally:
+        plt.close(figure)
+    many = plot_curves({f"m{i}": one for i in range(21)})
+    try:
+        colours = [tuple(line.get_color()) for line in many.axes[0].lines]
+        assert len(colours) == 21 and len(set(colours[:20])) == 20
+        assert all(a != b for a, b in zip(colours, colours[1:])) and colours[20] == colours[0]
+    finally:
+        plt.close(many)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_imputation_road_and_plot_curves_take_cuda_tensors():
+    """On a GPU: the imputation (solved on the CPU) returns to the images' device with the same
+    values, ROAD scores equal the CPU's, and curves computed on the GPU plot."""
+    import matplotlib.pyplot as plt
+
+    generator = torch.Generator().manual_seed(20)
+    images = torch.randn(2, 2, 5, 6, generator=generator)
+    removed = torch.rand(2, 5, 6, generator=generator) > 0.5
+    out = noisy_linear_imputation(images.cuda(), removed.cuda(), noise=0.0)
+    assert out.device.type == "cuda" and torch.allclose(out.cpu(), noisy_linear_imputation(images, removed, noise=0.0))
+    model, maps = small_net(channels=2, classes=3), torch.rand(2, 5, 6, generator=generator)
+    cpu = road(model, images, maps, 0, fractions=(0.3, 0.6), noise=0.0)
+    gpu = road(model.cuda(), images.cuda(), maps.cuda(), 0, fractions=(0.3, 0.6), noise=0.0)
+    assert torch.allclose(gpu.morf.cpu(), cpu.morf, atol=1e-5) and torch.allclose(gpu.lerf.cpu(), cpu.lerf, atol=1e-5)
+    curves = deletion_curve(model, images.cuda(), maps.cuda(), 0, step=10, progress=False)
+    figure = plot_curves({"gpu": MethodScores("gpu", deletion=curves, insertion=curves)})
+    try:
+        assert figure.axes[0].lines[0].get_ydata().tolist() == pytest.approx(curves.scores.mean(0).tolist())
+    finally:
+        plt.close(figure)

@@ -33,11 +33,13 @@ def check_inputs(inputs: Any) -> torch.Tensor:
 
 
 def flatten_pairs(
-    inputs: torch.Tensor, maps: Any, classes: Any, model: nn.Module | None = None, score: str | ScoreFn = "softmax"
+    inputs: torch.Tensor, maps: Any, classes: Any, model: nn.Module | None = None, score: str | ScoreFn = "softmax",
+    batch_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(image index (P,), maps (P, H, W), classes (P,)) from the forms a user may pass.
 
-    ``classes=None`` takes the model's top-1 class per image (one forward pass).
+    ``classes=None`` takes the model's top-1 class per image (one pass over the images,
+    ``batch_size`` per forward, so a metric's memory bound holds for it too).
     """
     inputs = check_inputs(inputs)
     if hasattr(maps, "maps") and hasattr(maps, "classes"):  # an Explanation
@@ -65,7 +67,7 @@ def flatten_pairs(
     if classes is None:
         if model is None:
             raise InputError("classes=None needs the model to pick the top-1 class; pass classes")
-        classes = logits_in_batches(model, inputs, 64).argmax(1, keepdim=True).expand(n, k)
+        classes = logits_in_batches(model, inputs, batch_size).argmax(1, keepdim=True).expand(n, k)
     try:
         classes = torch.as_tensor(classes, device=inputs.device)
     except (TypeError, ValueError, RuntimeError):

@@ -145,7 +145,7 @@ def evaluate_maps(
             ``road_fractions``: one imputation and forward per pair, share and order.
         Other arguments: see :func:`evaluate`.
     """
-    image_index, flat_maps, cls = flatten_pairs(inputs, maps, classes, model)
+    image_index, flat_maps, cls = flatten_pairs(inputs, maps, classes, model, batch_size=batch_size)
     n, k = inputs.shape[0], cls.numel() // inputs.shape[0]
     grid = flat_maps.view(n, k, *flat_maps.shape[-2:])
     classes_nk = cls.view(n, k)

@@ -95,7 +95,7 @@ def _curves(
     mode: str, model: nn.Module, inputs: torch.Tensor, maps: Any, classes: Any, step: int | float,
     baseline: str | float | torch.Tensor, score: str | ScoreFn, batch_size: int, progress: bool,
 ) -> Curves:
-    image_index, flat_maps, cls = flatten_pairs(inputs, maps, classes, model)
+    image_index, flat_maps, cls = flatten_pairs(inputs, maps, classes, model, batch_size=batch_size)
     pairs, height, width = flat_maps.shape
     total = height * width
     per_step = _step_pixels(step, total)
@@ -241,7 +241,7 @@ def confidence_change(
         >>> change.full, change.masked, round(change.average_drop, 2)
         (tensor([10.]), tensor([5.5000]), 45.0)
     """
-    image_index, flat_maps, cls = flatten_pairs(inputs, maps, classes, model)
+    image_index, flat_maps, cls = flatten_pairs(inputs, maps, classes, model, batch_size=batch_size)
     if flat_maps.numel() and (flat_maps.min() < 0 or flat_maps.max() > 1):
         raise InputError("confidence_change needs maps in [0, 1]; normalise them (camlens.normalize_maps) or pass Explanation.maps")
     base = make_baseline(inputs, baseline)

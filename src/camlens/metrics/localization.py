@@ -87,7 +87,8 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return (box[..., 2] - box[..., 0]).clamp_min(0) * (box[..., 3] - box[..., 1]).clamp_min(0)
 
     union = area(a) + area(b) - inter
-    return torch.where(union > 0, inter / union.clamp_min(1e-12), torch.zeros_like(union))
+    # inter is 0 where union is (both boxes empty); elsewhere divide by the union itself, however small
+    return inter / torch.where(union > 0, union, torch.ones_like(union))
 
 
 def largest_component(masks: torch.Tensor, max_iterations: int | None = None) -> torch.Tensor:
@@ -240,7 +241,8 @@ def energy_pointing_game(maps: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     masks = _targets_as_masks(maps, targets)
     total = maps.flatten(-2).sum(-1)
     inside = (maps * masks).flatten(-2).sum(-1)
-    return torch.where(total > 0, inside / total.clamp_min(1e-12), torch.zeros_like(total))
+    # inside is 0 where total is (an all-zero map); elsewhere the share is exact however small the map
+    return inside / torch.where(total > 0, total, torch.ones_like(total))
 
 
 def localization_iou(maps: torch.Tensor, targets: torch.Tensor, threshold: float = 0.2) -> torch.Tensor:

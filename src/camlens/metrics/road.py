@@ -103,9 +103,11 @@ def noisy_linear_imputation(
         >>> noisy_linear_imputation(x, hole, noise=0.0)[0, 0, 1, 1]  # (1/12 + 1/6 + 1/12) * 1
         tensor(0.3333)
     """
-    if removed.dim() == 4:
+    if images.dim() != 4:
+        raise InputError(f"images must be (B, C, H, W), got {tuple(images.shape)}")
+    if removed.dim() == 4 and removed.shape[1] == 1:
         removed = removed[:, 0]
-    if removed.shape[0] != images.shape[0] or tuple(removed.shape[-2:]) != tuple(images.shape[-2:]):
+    if removed.dim() != 3 or tuple(removed.shape) != (images.shape[0], *images.shape[-2:]):
         raise InputError(f"removed must be (B, 1, H, W) for images {tuple(images.shape)}, got {tuple(removed.shape)}")
     removed = removed.bool().cpu()
     if bool(removed.flatten(1).all(dim=1).any()):
@@ -177,9 +179,10 @@ def road(
 
     For each share ``f`` in ``fractions`` the ``f`` most relevant pixels of the map (MoRF) or
     the ``f`` least relevant (LeRF) are removed and filled by :func:`noisy_linear_imputation`,
-    and the class score is recorded. pytorch-grad-cam's ``ROADMostRelevantFirst(percentile=p)``
-    and ``ROADLeastRelevantFirst(percentile=p)`` remove the share ``f = 1 - p / 100``
-    (:func:`removed_count`); the default shares are its default percentiles.
+    and the class score is recorded. Pixels are ranked most relevant first, equal values in raster
+    order (as in :func:`~camlens.metrics.deletion_curve`). pytorch-grad-cam's
+    ``ROADMostRelevantFirst(percentile=p)`` and ``ROADLeastRelevantFirst(percentile=p)`` remove the
+    share ``f = 1 - p / 100`` (:func:`removed_count`); the default shares are its default percentiles.
 
     Args:
         model: classifier returning (N, classes); run in eval mode, flags restored.
@@ -198,7 +201,7 @@ def road(
     fractions = tuple(float(f) for f in fractions)
     if not fractions or any(not 0 < f < 1 for f in fractions):
         raise InputError(f"fractions={fractions!r}: give shares of the pixels strictly between 0 and 1")
-    image_index, flat_maps, cls = flatten_pairs(inputs, maps, classes, model)
+    image_index, flat_maps, cls = flatten_pairs(inputs, maps, classes, model, batch_size=batch_size)
     pairs, height, width = flat_maps.shape
     total = height * width
     order = flat_maps.flatten(1).argsort(dim=1, descending=True, stable=True)  # most relevant first
