@@ -245,6 +245,47 @@ def test_fullgrad_completeness_on_a_linear_network():
     assert torch.allclose(total, model(x)[0, 1], atol=1e-5)
 
 
+def test_fullgrad_on_signals_and_volumes_scales_each_channel_over_all_its_positions():
+    # |x * dS/dx| per input channel, min-max scaled over that channel's positions (the paper's
+    # per-channel scaling), summed over channels; signals also with eigen_smooth (along L)
+    torch.manual_seed(0)
+    signal_model = nn.Sequential(nn.Conv1d(2, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+                                 nn.Linear(8, 3)).eval()
+    volume_model = nn.Sequential(nn.Conv3d(2, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(),
+                                 nn.Linear(4, 3)).eval()
+    for model, x in ((signal_model, torch.randn(2, 2, 40) * torch.tensor([1.0, 50.0])[:, None]),
+                     (volume_model, torch.randn(1, 2, 3, 5, 6) * torch.tensor([1.0, 50.0])[:, None, None, None])):
+        result = camlens.explain(model, x, method="fullgrad", classes=[1], progress=False)
+        x_grad = x.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(model(x_grad)[:, 1].sum(), x_grad)
+        term = (grad * x).abs().flatten(2)  # (N, C, positions)
+        low, high = term.amin(-1, keepdim=True), term.amax(-1, keepdim=True)
+        want = ((term - low) / (1e-7 + high - low)).sum(1).reshape(x.shape[0], 1, *x.shape[2:])
+        assert result.raw.shape == want.shape
+        torch.testing.assert_close(result.raw, want, rtol=1e-4, atol=1e-5)  # channel 1 (x50) does not swamp channel 0
+    smooth = camlens.explain(signal_model, torch.randn(2, 2, 40), method="fullgrad", eigen_smooth=True, progress=False)
+    assert smooth.maps.shape == (2, 1, 40) and torch.isfinite(smooth.raw).all()
+    with pytest.raises(camlens.InputError, match="volumes"):
+        camlens.explain(volume_model, torch.randn(1, 2, 3, 5, 6), method="fullgrad", eigen_smooth=True, progress=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_ablationcam_on_float64_and_bfloat16_models_equals_float32(dtype):
+    # the methods work in float32; the ablated activations go back into the next layers in the layer's dtype
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+    x = torch.randn(2, 3, 12, 12)
+    want = camlens.explain(model, x, method="ablationcam", target_layer="3", classes=[1, 2], progress=False)
+    got = camlens.explain(model.to(dtype), x.to(dtype), method="ablationcam", target_layer="3", classes=[1, 2],
+                          progress=False)
+    assert got.raw.dtype == torch.float32
+    if dtype == torch.float64:
+        torch.testing.assert_close(got.raw, want.raw, rtol=1e-4, atol=1e-5)
+    else:
+        assert pearson(got.raw, want.raw) > 0.99
+
+
 def test_nmf_matches_scikit_learn_multiplicative_updates_and_recovers_factors():
     from sklearn.decomposition import NMF
 

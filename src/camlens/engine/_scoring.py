@@ -155,6 +155,11 @@ class Scorer:
 
             def make(sl: slice) -> torch.Tensor:  # back into the layer's own layout
                 return self.layout.from_grid(grid_make(sl), original[index : index + 1])
+        if self._original is not None and self._original.dtype != torch.float32:
+            float_make, dtype = make, self._original.dtype
+
+            def make(sl: slice) -> torch.Tensor:  # methods work in float32; the next layers take the layer's dtype
+                return float_make(sl).to(dtype)
         if call is not None and call < 0:  # "name:-1": count the calls once, so only that call is replaced
             counter = _Replace(None)
             counter.value = None

@@ -41,7 +41,8 @@ def ablationcam(activations: torch.Tensor, scorer, eigen_smooth: bool = False) -
         (N, K, h, w) maps before ReLU and normalisation.
     """
     n, c = activations.shape[:2]
-    ablated = scorer.scores.unsqueeze(1).repeat(1, c, 1).float()
+    y = scorer.scores.float()  # in float32, as the ablated scores come back: an ablation that changes nothing drops 0
+    ablated = y.unsqueeze(1).repeat(1, c, 1)
     for i in range(n):
         channels = activations[i].flatten(1).ne(0).any(dim=1).nonzero().flatten()
         base = activations[i]
@@ -53,6 +54,6 @@ def ablationcam(activations: torch.Tensor, scorer, eigen_smooth: bool = False) -
             return batch
 
         if len(channels):
-            ablated[i, channels] = scorer.score_activations(i, make, len(channels)).float()
-    weights = ablation_weights(scorer.scores.float(), ablated)
+            ablated[i, channels] = scorer.score_activations(i, make, len(channels))  # stored as float32
+    weights = ablation_weights(y, ablated)
     return weighted_sum(weights, activations, eigen_smooth)

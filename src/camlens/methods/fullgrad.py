@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
+from ..core.errors import InputError
 from ._registry import register_method
 from .eigen import first_component
 
@@ -23,8 +26,13 @@ def _upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     n, k = x.shape[:2]
-    return F.interpolate(x.flatten(0, 1).unsqueeze(1).float(), size=size, mode="bilinear",
+    return F.interpolate(x.flatten(0, 1).unsqueeze(1).to(_working_dtype(x)), size=size, mode="bilinear",
                          align_corners=False).view(n, k, *size).to(x.dtype)
+
+
+def _working_dtype(x: torch.Tensor) -> torch.dtype:
+    """float32 for half-precision terms (resized in float32), float64 kept (not rounded to float32)."""
+    return torch.promote_types(x.dtype, torch.float32)
 
 
 @register_method("fullgrad", paper="Srinivas & Fleuret 2019, Full-Gradient Representation for Neural Network Visualization")
@@ -47,9 +55,16 @@ def fullgrad(inputs: torch.Tensor, input_gradients: torch.Tensor, bias_gradients
         eigen_smooth: first principal component of the stacked terms (at 1/8 of the input's
             resolution, as pytorch-grad-cam does) instead of their sum.
 
+    Signals (N, C, L) and volumes (N, C, T, H, W) have no layer terms (their layers are not
+    Conv2d / BatchNorm2d): each input channel is scaled over all its positions; ``eigen_smooth``
+    works on signals (along L) and is refused for volumes.
+
     Returns:
-        (N, K, H, W) maps at the input's resolution, before normalisation.
+        (N, K, H, W) maps at the input's resolution (signals (N, K, L), volumes (N, K, T, H, W)),
+        before normalisation.
     """
+    if inputs.dim() != 4:
+        return _fullgrad_flat(inputs, input_gradients, bias_gradients, eigen_smooth)
     size = tuple(inputs.shape[-2:])
     input_term = channel_minmax((input_gradients * inputs.unsqueeze(1)).abs())  # (N, K, C_in, H, W)
     if not eigen_smooth:
@@ -58,9 +73,25 @@ def fullgrad(inputs: torch.Tensor, input_gradients: torch.Tensor, bias_gradients
             total = total + _upsample(channel_minmax(grads.abs()).sum(dim=2), size)
         return total
     small = (max(1, size[0] // 8), max(1, size[1] // 8))
-    terms = [input_term.flatten(1, 2)] + [_upsample(channel_minmax(g.abs()).sum(dim=2), size) for g in bias_gradients]
+    terms = [input_term] + [_upsample(channel_minmax(g.abs()).sum(dim=2), size) for g in bias_gradients]
     n, k = input_gradients.shape[:2]
     stacked = torch.cat([t.view(n, k, -1, *size) for t in terms], dim=2)  # (N, K, T, H, W)
-    stacked = channel_minmax(F.interpolate(stacked.flatten(0, 1).float(), size=small, mode="bilinear",
-                                           align_corners=False)).view(n, k, -1, *small)
+    stacked = channel_minmax(F.interpolate(stacked.flatten(0, 1).to(_working_dtype(stacked)), size=small,
+                                           mode="bilinear", align_corners=False)).view(n, k, -1, *small)
     return _upsample(first_component(stacked, stacked.sum(dim=2)), size)
+
+
+def _fullgrad_flat(inputs: torch.Tensor, input_gradients: torch.Tensor, bias_gradients: list,
+                   eigen_smooth: bool) -> torch.Tensor:
+    """FullGrad of signals and volumes: their positions laid out as one row, (N, C, 1, positions)."""
+    spatial = tuple(inputs.shape[2:])
+    if bias_gradients:
+        raise InputError(f"fullgrad: layer terms (Conv2d / BatchNorm2d) for inputs of shape {tuple(inputs.shape)}; "
+                         "FullGrad combines them with the input term on images (N, C, H, W) only")
+    if eigen_smooth and len(spatial) != 1:
+        raise InputError("fullgrad: eigen_smooth works on images and signals, not volumes (N, C, T, H, W); "
+                         "drop eigen_smooth")
+    n, k = input_gradients.shape[:2]
+    row = (1, math.prod(spatial))
+    maps = fullgrad(inputs.reshape(*inputs.shape[:2], *row), input_gradients.reshape(n, k, -1, *row), [], eigen_smooth)
+    return maps.reshape(n, k, *spatial)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import torch
 
+from ..core.errors import InputError
 from ..core.postprocess import normalize_maps, upsample_maps
 from ._combine import elementwise_sum, weighted_sum
 from ._registry import register_method
@@ -149,6 +150,8 @@ def sscam(
     Returns:
         (N, K, h, w) maps before ReLU and normalisation.
     """
+    if noise_std < 0:
+        raise InputError(f"noise_std={noise_std} is a standard deviation: it must be >= 0")
     scores = _score_channels(activations, scorer, top_k, noise_std=noise_std, samples=samples, seed=seed)
     return weighted_sum(score_weights(scores), activations, eigen_smooth)
 
