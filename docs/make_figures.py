@@ -66,7 +66,7 @@ SOURCES = (
     Source("bench-methods", ("benchmarks/bench_methods.py", "--readme"),
            blocks=("bench_methods:gradient", "bench_methods:family", "bench_methods:scorecam",
                    "bench_methods:agreement"), minutes=30, table=True),
-    Source("bench-dataset", ("benchmarks/bench_dataset.py",), blocks=("bench_dataset",), minutes=15, table=True),
+    Source("bench-dataset", ("benchmarks/bench_dataset.py",), blocks=("bench_dataset",), minutes=5, table=True),
     Source("bench-report", ("benchmarks/bench_report.py", "--readme"),
            blocks=("bench_report:page", "bench_report:writing"), minutes=4, table=True),
     Source("bench-soak", ("benchmarks/bench_soak.py", "--readme"), blocks=("bench_soak",), minutes=10, table=True),
