@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -17,6 +18,28 @@ def pearson(a, b) -> float:
     b = torch.as_tensor(b).detach().flatten().double()
     a, b = a - a.mean(), b - b.mean()
     return float((a @ b) / torch.sqrt((a @ a) * (b @ b) + 1e-30))
+
+
+def mask_of_box(box, height, width) -> np.ndarray:
+    """A box (x0, y0, x1, y1), max exclusive, as a boolean (H, W) array, pixel by pixel."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    mask = np.zeros((height, width), dtype=bool)
+    for y in range(height):
+        for x in range(width):
+            mask[y, x] = x0 <= x < x1 and y0 <= y < y1
+    return mask
+
+
+def largest_component_reference(mask: np.ndarray) -> np.ndarray:
+    """largest_component by scipy: 8-connected labels; of equal-sized components the one holding the raster-last pixel."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    if count == 0:
+        return np.zeros_like(mask)
+    flat = labels.flatten()
+    best = max(range(1, count + 1), key=lambda i: ((flat == i).sum(), np.nonzero(flat == i)[0].max()))
+    return labels == best
 
 
 class GapNet(nn.Module):

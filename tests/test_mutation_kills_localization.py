@@ -25,27 +25,7 @@ from camlens.metrics import (
 )
 from camlens.metrics._common import flatten_pairs, score_fn
 
-
-def mask_of_box(box, height, width) -> np.ndarray:
-    """A box (x0, y0, x1, y1), max exclusive, as a boolean (H, W) array, pixel by pixel."""
-    x0, y0, x1, y1 = (int(v) for v in box)
-    mask = np.zeros((height, width), dtype=bool)
-    for y in range(height):
-        for x in range(width):
-            mask[y, x] = x0 <= x < x1 and y0 <= y < y1
-    return mask
-
-
-def largest_component_reference(mask: np.ndarray) -> np.ndarray:
-    """scipy's 8-connected labels; of equal-sized components the one holding the raster-last pixel."""
-    from scipy import ndimage
-
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
-    if count == 0:
-        return np.zeros_like(mask)
-    flat = labels.flatten()
-    best = max(range(1, count + 1), key=lambda i: ((flat == i).sum(), np.nonzero(flat == i)[0].max()))
-    return labels == best
+from conftest import largest_component_reference, mask_of_box  # noqa: E402
 
 
 def torchvision_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -55,6 +55,8 @@ from camlens.metrics._common import (
 )
 from camlens.metrics.road import DEFAULT_FRACTIONS, removed_count
 
+from conftest import largest_component_reference, mask_of_box  # noqa: E402
+
 
 def linear_model(weights: torch.Tensor) -> nn.Module:
     """logits[k] = sum(weights[k] * x) for (K, C, H, W) weights: scores computable by hand."""
@@ -438,31 +440,9 @@ def test_confidence_change_refuses_maps_outside_0_1():
 # localization: pointing game, energy, CAM's boxes, against loops and scipy
 # =============================================================================================
 
-def mask_of_box(box, height, width) -> np.ndarray:
-    """A box (x0, y0, x1, y1), max exclusive, as a boolean (H, W) array, pixel by pixel."""
-    x0, y0, x1, y1 = (int(v) for v in box)
-    mask = np.zeros((height, width), dtype=bool)
-    for y in range(height):
-        for x in range(width):
-            mask[y, x] = x0 <= x < x1 and y0 <= y < y1
-    return mask
-
-
 def box_of_mask(mask: np.ndarray) -> list[int]:
     ys, xs = np.nonzero(mask)
     return [0, 0, 0, 0] if ys.size == 0 else [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
-
-
-def largest_component_reference(mask: np.ndarray) -> np.ndarray:
-    """scipy's 8-connected labels; of equal-sized components the one holding the raster-last pixel."""
-    from scipy import ndimage
-
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
-    if count == 0:
-        return np.zeros_like(mask)
-    flat = labels.flatten()
-    best = max(range(1, count + 1), key=lambda i: ((flat == i).sum(), np.nonzero(flat == i)[0].max()))
-    return labels == best
 
 
 def random_boxes(generator, shape, height, width) -> torch.Tensor:
