@@ -146,8 +146,9 @@ def camlens_run(loaded, folder, n, out, batch_size, workers, overlays, overlay_s
     return time.perf_counter() - start
 
 
-def png_encoders(paths, n: int = 60) -> list[tuple[str, float, float]]:
-    """ms per overlay and KB per file of PNG encoders, on overlays of the benchmark's photos at their own size."""
+def png_encoders(paths, n: int = 60) -> tuple[list[tuple[str, float, float]], float]:
+    """ms per overlay and KB per file of PNG encoders, on overlays of the benchmark's first ``n`` photos at
+    their own size; and the overlays' mean size in kilopixels."""
     import io
     import zlib
 
@@ -158,7 +159,7 @@ def png_encoders(paths, n: int = 60) -> list[tuple[str, float, float]]:
     from camlens.viz.overlay import overlay_rgb8
 
     generator = torch.Generator().manual_seed(0)
-    pictures = [overlay_rgb8(torch.from_numpy(np.asarray(load_image(p).convert("RGB"))).contiguous(),
+    pictures = [overlay_rgb8(torch.from_numpy(np.array(load_image(p).convert("RGB"))),
                              torch.rand(7, 7, generator=generator)) for p in paths[:n]]
 
     def pillow(options):
@@ -185,7 +186,7 @@ def png_encoders(paths, n: int = 60) -> list[tuple[str, float, float]]:
         start = time.perf_counter()
         sizes = [len(encode(rgb)) for rgb in pictures]
         rows.append((label, 1000 * (time.perf_counter() - start) / len(pictures), sum(sizes) / len(sizes) / 1024))
-    return rows
+    return rows, float(np.mean([rgb.shape[0] * rgb.shape[1] for rgb in pictures])) / 1e3
 
 
 def _status_mb(pid: int | str, key: str) -> float:
@@ -263,7 +264,6 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import _readme
     from bench_methods import lite0_with_head_activation
-    from PIL import Image
 
     from camlens.io.sources import resolve_sources
 
@@ -291,7 +291,7 @@ def main() -> None:
         pgc = None
         print("pytorch-grad-cam is not installed (pip install -e '.[bench]'): its row is skipped")
     rss = [measure_rss(folder, size, args.batch_size, workers, scratch) for size in sizes]
-    encoders = png_encoders(paths)
+    encoders, kilopixels = png_encoders(paths)
 
     rows = [
         ("plain PyTorch loop (decode, preprocess, forward, backward to the layer, map)", plain, "1.00×", ""),
@@ -316,9 +316,8 @@ def main() -> None:
     growth = rss[-1]["rss_mb"] - rss[0]["rss_mb"]
     lines.append(f"| difference, {sizes[-1]} − {sizes[0]} images | | | {growth:+.0f} MB (target < 100 MB) | "
                  f"{rss[-1]['worker_rss_mb'] - rss[0]['worker_rss_mb']:+.0f} MB |")
-    pixels = np.mean([Image.open(p).width * Image.open(p).height for p in paths[:60]]) / 1e3
     lines += ["", f"| PNG encoder, on {min(60, len(paths))} of these overlays at the photo's size "
-              f"(mean {pixels:.0f} kpixels), one thread | ms per overlay | KB per file |", "|---|---:|---:|"]
+              f"(mean {kilopixels:.0f} kpixels), one thread | ms per overlay | KB per file |", "|---|---:|---:|"]
     lines += [f"| {label} | {ms:.1f} | {kb:.0f} |" for label, ms, kb in encoders]
     table = "\n".join(lines)
     print(table)

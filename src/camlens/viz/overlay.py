@@ -41,9 +41,7 @@ def colormap_lut(name: str = "jet", device: torch.device | str = "cpu") -> torch
 
 def apply_colormap(maps: torch.Tensor, cmap: str = "jet") -> torch.Tensor:
     """Colour maps in [0, 1]: (..., H, W) -> (..., 3, H, W) RGB in [0, 1]."""
-    lut = colormap_lut(cmap, maps.device)
-    index = (maps.clamp(0, 1) * 255).round().long()
-    return lut[index].movedim(-1, -3)
+    return _coloured(maps.clamp(0, 1), 1.0, cmap).movedim(-1, -3)
 
 
 def overlay(image: Any, map: torch.Tensor, alpha: float = 0.5, cmap: str = "jet") -> Any:
